@@ -1,0 +1,43 @@
+"""LaViDa-R1 Gym environments: multimodal reasoning tasks with verifiable rewards.
+
+``import lavida_envs`` registers every environment id below with Gymnasium, so
+``gym.make("LaViDa/VisualMath-v0")`` works; ``gym.make("lavida_envs:LaViDa/VisualMath-v0")``
+imports this module itself. This package never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+__version__ = "0.1.0"
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One registered environment: its id and the class that implements it."""
+
+    env_id: str
+    entry_point: str
+
+
+#: Registration is data: every id this package provides.
+ENVS: tuple[EnvEntry, ...] = (
+    EnvEntry("LaViDa/VisualMath-v0", "lavida_envs.tasks.visual_math:VisualMathEnv"),
+    EnvEntry("LaViDa/Grounding-v0", "lavida_envs.tasks.grounding:GroundingEnv"),
+    EnvEntry("LaViDa/ImageEdit-v0", "lavida_envs.tasks.image_edit:ImageEditEnv"),
+    EnvEntry("LaViDa/MultiTask-v0", "lavida_envs.tasks.multitask:MultiTaskEnv"),
+)
+ENV_IDS: tuple[str, ...] = tuple(e.env_id for e in ENVS)
+
+
+def _register_all() -> None:
+    for entry in ENVS:
+        if entry.env_id not in gym.registry:
+            gym.register(id=entry.env_id, entry_point=entry.entry_point)
+
+
+_register_all()
+
+__all__ = ["ENVS", "ENV_IDS", "EnvEntry", "__version__"]

@@ -1,0 +1,31 @@
+"""Verifiable rewards (DESIGN section 3), imported lazily so each stays cheap to load.
+
+``from lavida_envs.rewards import math_equal`` imports only the math module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "extract_answer": "lavida_envs.rewards.math",
+    "math_equal": "lavida_envs.rewards.math",
+    "math_equal_batch": "lavida_envs.rewards.math",
+    "format_reward": "lavida_envs.rewards.format",
+    "parse_box": "lavida_envs.rewards.grounding",
+    "box_iou": "lavida_envs.rewards.grounding",
+    "grounding_metrics": "lavida_envs.rewards.grounding",
+    "edit_fidelity": "lavida_envs.rewards.edit",
+    "CLIPScorer": "lavida_envs.rewards.edit",
+    "JudgeScorer": "lavida_envs.rewards.edit",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lavida_envs.rewards' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
