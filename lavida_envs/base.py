@@ -35,6 +35,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from lavida_envs.spaces import PromptText
+
 __all__ = [
     "CHARSET",
     "MAX_ACTION_CHARS",
@@ -174,7 +176,7 @@ class TaskEnv(gym.Env):
         self.observation_space = spaces.Dict(
             {
                 "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
-                "prompt": spaces.Text(MAX_PROMPT_CHARS, min_length=0, charset=CHARSET),
+                "prompt": PromptText(MAX_PROMPT_CHARS, min_length=0, charset=CHARSET),
             }
         )
         self.action_space = self.make_action_space()
@@ -300,7 +302,7 @@ class TaskEnv(gym.Env):
         return self._problem.image.copy()
 
     def _observation(self, problem: Problem) -> dict[str, Any]:
-        return {"image": problem.image, "prompt": problem.prompt}
+        return {"image": problem.image.copy(), "prompt": problem.prompt}
 
     def _reset_info(self, problem: Problem, index: int) -> dict[str, Any]:
         return {
