@@ -176,6 +176,14 @@ def test_letterbox_keeps_aspect_pads_white_and_maps_boxes(tmp_path):
     assert lb.box_to_original(lb.box_to_image((5, 3, 17, 11))) == pytest.approx((5, 3, 17, 11))
 
 
+def test_letterbox_of_reduced_jpeg_decode_reports_original_geometry(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (400, 200), (0, 0, 255)).save(path, quality=95)
+    image, lb = letterbox(path, 16)  # JPEG draft decodes at 1/8 scale first
+    assert lb.orig_size == (400, 200) and lb.scale == pytest.approx(0.04) and lb.pad_y == 4.0
+    assert (image[:4] == 255).all() and np.abs(image[6:10].astype(int) - [0, 0, 255]).max() < 8
+
+
 def test_letterbox_composites_transparency_on_white(tmp_path):
     path = tmp_path / "alpha.png"
     Image.new("RGBA", (10, 10), (0, 0, 0, 0)).save(path)

@@ -212,6 +212,8 @@ def letterbox(path: str | Path, image_size: int, field: str = "image") -> tuple[
         raise DatasetError(path, field, "image file not found", "check the image path and data_dir")
     try:
         with Image.open(path) as raw:
+            w, h = raw.size
+            raw.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale >= target
             raw.load()
             img = raw
             if img.mode in ("RGBA", "LA", "P", "PA") or "transparency" in img.info:
@@ -222,10 +224,9 @@ def letterbox(path: str | Path, image_size: int, field: str = "image") -> tuple[
     except Exception as exc:  # PIL raises many types for broken files
         raise DatasetError(path, field, f"cannot decode image: {type(exc).__name__}: {exc}",
                            "replace the file with a valid PNG/JPEG") from None
-    w, h = img.size
     scale = image_size / max(w, h)
     nw, nh = max(1, min(image_size, round(w * scale))), max(1, min(image_size, round(h * scale)))
-    resized = img.resize((nw, nh), Image.Resampling.BICUBIC) if (nw, nh) != (w, h) else img
+    resized = img.resize((nw, nh), Image.Resampling.BICUBIC) if (nw, nh) != img.size else img
     pad_x, pad_y = (image_size - nw) // 2, (image_size - nh) // 2
     canvas = Image.new("RGB", (image_size, image_size), WHITE)
     canvas.paste(resized, (pad_x, pad_y))
