@@ -1,0 +1,224 @@
+"""Arithmetic-expression and fraction families of VisualMath.
+
+``arith`` content is an expression tree ``(op, left, right)`` over ints, shown as one line
+(``7 + 5 = ?``, ``(3 + 4) × 5 − 6 = ?``); level 1 draws ``a + b = ?`` at fixed glyph slots.
+``fraction`` content is ``(op, a, b, c, d)`` for ``a/b op c/d``, shown stacked; the gold is
+reduced (``\\frac{7}{12}`` or an integer).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from fractions import Fraction
+
+import numpy as np
+import sympy
+
+from lavida_envs.render import new_canvas, to_array
+from lavida_envs.tasks.math_draw import Frac, draw_line_of_items, fit_size, jitter
+from lavida_envs.tasks.math_spec import Family, MathSpec, frac_latex, layout_jitter, pick_distractors
+
+__all__ = ["ARITH", "FRACTION", "expr_tokens", "expr_value"]
+
+_ASCII = {"+": "+", "−": "-", "×": "*", "÷": "/"}
+_PREC = {"+": 1, "−": 1, "×": 2, "÷": 2}
+_FRAC_GOLD = re.compile(r"(?P<sign>-?)(?:\\frac\{(?P<p>\d+)\}\{(?P<q>\d+)\}|(?P<int>\d+))")
+ARITH_QUESTION = "Compute the value of the expression shown in the image."
+FRACTION_QUESTION = "Compute the value of the fraction expression shown in the image. Simplify fully."
+
+
+# ----- expression trees (our own values only) ---------------------------------------------
+def expr_value(node) -> Fraction:
+    """Exact value of an expression tree ``int | (op, left, right)``."""
+    if isinstance(node, int):
+        return Fraction(node)
+    op, left, right = node
+    a, b = expr_value(left), expr_value(right)
+    return {"+": a + b, "−": a - b, "×": a * b, "÷": a / b if b else Fraction(10**9)}[op]
+
+
+def _sympy_value(node) -> sympy.Expr:
+    if isinstance(node, int):
+        return sympy.Integer(node)
+    op, left, right = node
+    a, b = _sympy_value(left), _sympy_value(right)
+    return {"+": sympy.Add(a, b), "−": sympy.Add(a, -b), "×": sympy.Mul(a, b), "÷": sympy.Mul(a, sympy.Pow(b, -1))}[op]
+
+
+def expr_tokens(node, parent_prec: int = 0, right_side: bool = False) -> list[str]:
+    """The expression as display tokens, with parentheses only where precedence needs them."""
+    if isinstance(node, int):
+        return [str(node)]
+    op, left, right = node
+    prec = _PREC[op]
+    tokens = [*expr_tokens(left, prec), op, *expr_tokens(right, prec, True)]
+    if prec < parent_prec or (right_side and prec == parent_prec):
+        tokens = ["(", *tokens, ")"]
+    return tokens
+
+
+def _steps(node) -> tuple[list[str], str]:
+    """Evaluation steps (innermost first) in ASCII, and the node's value text."""
+    if isinstance(node, int):
+        return [], str(node)
+    op, left, right = node
+    s1, a = _steps(left)
+    s2, b = _steps(right)
+    v = expr_value(node)
+    return [*s1, *s2, f"{a} {_ASCII[op]} {b} = {v}."], str(v)
+
+
+def _flat_tree(nums: list[int], ops: list[str]):
+    """Tree of ``n0 op0 n1 op1 n2`` under the usual precedence (× before + and −)."""
+    if _PREC[ops[1]] > _PREC[ops[0]]:
+        return (ops[0], nums[0], (ops[1], nums[1], nums[2]))
+    return (ops[1], (ops[0], nums[0], nums[1]), nums[2])
+
+
+def _arith_tree(rng: random.Random, level: int):
+    if level <= 2:
+        return ("+", rng.randrange(10), rng.randrange(10))
+    if level == 3:
+        op = rng.choice("+−×")
+        if op == "×":
+            return (op, rng.randint(2, 12), rng.randint(2, 12))
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        return (op, max(a, b), min(a, b)) if op == "−" else (op, a, b)
+    if level == 4:
+        ops = [rng.choice("+−"), "×"]
+        rng.shuffle(ops)
+        return _flat_tree([rng.randint(2, 15), rng.randint(2, 12), rng.randint(2, 12)], ops)
+    if rng.random() < 0.5:
+        inner = (rng.choice("+−"), rng.randint(2, 20), rng.randint(2, 20))
+        tree = ("×", inner, rng.randint(2, 9))
+        return (rng.choice("+−"), tree, rng.randint(1, 30))
+    d = rng.randint(2, 9)
+    return ("−", ("×", rng.randint(2, 12), rng.randint(2, 12)), ("÷", d * rng.randint(1, 9), d))
+
+
+def sample_arith(rng: random.Random, level: int) -> MathSpec:
+    """An integer-valued expression with a non-negative value."""
+    while True:
+        tree = _arith_tree(rng, level)
+        value = expr_value(tree)
+        if value >= 0 and value.denominator == 1:
+            break
+    steps, answer = _steps(tree)
+    shown = " ".join(expr_tokens(tree)).replace("( ", "(").replace(" )", ")")
+    for sym, ascii_sym in _ASCII.items():
+        shown = shown.replace(sym, ascii_sym)
+    steps = [f"The image shows {shown}."] + steps if level >= 3 else steps
+    return MathSpec("arith", tree, ARITH_QUESTION, answer, tuple(steps), "number")
+
+
+def verify_arith(spec: MathSpec) -> None:
+    """Re-evaluate the expression with sympy and compare to the gold."""
+    value = sympy.simplify(_sympy_value(spec.content))
+    assert value.is_integer and value == sympy.Integer(spec.answer), (spec, value)
+
+
+def _glue(tokens: list[str]) -> list[str]:
+    """Attach parentheses to their neighbours so they take no extra gap: ``(17``, ``20)``."""
+    out: list[str] = []
+    for tok in tokens:
+        if out and (out[-1].endswith("(") or tok == ")"):
+            out[-1] += tok
+        else:
+            out.append(tok)
+    return out
+
+
+def render_arith(spec: MathSpec, rng: random.Random, size: int, level: int) -> np.ndarray:
+    """``a + b = ?`` at fixed slots for level 1, else one jittered, fitted line."""
+    img, draw = new_canvas(size)
+    items = [*expr_tokens(spec.content), "=", "?"]
+    if level == 1:  # fixed slots, fixed large font: the same digit is always on the same pixels
+        font = round(0.25 * size)
+        for i, item in enumerate(items):
+            draw_line_of_items(draw, [item], size * (0.14 + 0.18 * i), 0.6 * size, font, 0)
+        return to_array(img)
+    pos, scale = layout_jitter(level)
+    font = round(0.25 * size * (1 + jitter(rng, scale)))
+    lines = [items] if level <= 3 else [_glue(items[:-2]), items[-2:]]  # "= ?" on its own line
+    font = min(fit_size(line, font, 0.92 * size, 0.25) for line in lines)
+    cx, base = size * (0.5 + jitter(rng, pos)), size * (0.6 + jitter(rng, pos))
+    base -= (len(lines) - 1) * 0.7 * font
+    for i, line in enumerate(lines):
+        draw_line_of_items(draw, line, cx, base + 1.4 * font * i, font, round(0.25 * font), canvas=size)
+    return to_array(img)
+
+
+# ----- fractions -----------------------------------------------------------------------------
+def _fraction_content(rng: random.Random, level: int) -> tuple:
+    if level <= 3:
+        b = rng.randint(3, 9)
+        a, c = rng.randint(1, b - 1), rng.randint(1, b - 1)
+        op = rng.choice("+−")
+        return (op, max(a, c), b, min(a, c), b) if op == "−" else (op, a, b, c, b)
+    b, d = rng.sample(range(2, 10), 2)
+    a, c = rng.randint(1, 9), rng.randint(1, 9)
+    op = rng.choice("+−") if level == 4 else rng.choice("×÷")
+    if op == "−" and Fraction(a, b) < Fraction(c, d):
+        a, b, c, d = c, d, a, b
+    return (op, a, b, c, d)
+
+
+def _fraction_value(op: str, a: int, b: int, c: int, d: int) -> Fraction:
+    return {
+        "+": Fraction(a, b) + Fraction(c, d),
+        "−": Fraction(a, b) - Fraction(c, d),
+        "×": Fraction(a, b) * Fraction(c, d),
+        "÷": Fraction(a, b) / Fraction(c, d),
+    }[op]
+
+
+def sample_fraction(rng: random.Random, level: int) -> MathSpec:
+    """``a/b op c/d`` with a reduced rational gold and typical-mistake distractors."""
+    content = _fraction_content(rng, level)
+    op, a, b, c, d = content
+    value = _fraction_value(*content)
+    gold = frac_latex(value)
+    sym = _ASCII[op]
+    if op in "+−":
+        num = a * d + c * b if op == "+" else a * d - c * b
+        work = f"{a}/{b} {sym} {c}/{d} = {num}/{b * d}" if b != d else f"{a}/{b} {sym} {c}/{d} = {a + c if op == '+' else a - c}/{b}"
+    elif op == "×":
+        work = f"{a}/{b} * {c}/{d} = {a * c}/{b * d}"
+    else:
+        work = f"{a}/{b} / {c}/{d} = {a}/{b} * {d}/{c} = {a * d}/{b * c}"
+    steps = (f"{work}, which simplifies to {value}.",)
+    wrong = [Fraction(a + c, b + d) if op == "+" else Fraction(abs(a - c), abs(b - d) or 1),
+             Fraction(a * c, b * d), Fraction(a * d, b * c), value + Fraction(1, value.denominator),
+             1 / value if value else Fraction(2), value * 2]
+    fallback = [frac_latex(value + Fraction(k, value.denominator + 1)) for k in range(1, 6)]
+    distractors = pick_distractors(rng, gold, [frac_latex(w) for w in wrong if w > 0], fallback)
+    return MathSpec("fraction", content, FRACTION_QUESTION, gold, steps, "math", distractors)
+
+
+def verify_fraction(spec: MathSpec) -> None:
+    """Recompute with sympy Rationals and compare to the gold."""
+    op, a, b, c, d = spec.content
+    value = _sympy_value((op, ("÷", a, b), ("÷", c, d)))
+    match = _FRAC_GOLD.fullmatch(spec.answer)
+    assert match is not None, f"gold {spec.answer!r} is not a reduced fraction or integer"
+    sign = -1 if match["sign"] else 1
+    expected = sympy.Rational(sign * int(match["p"] or match["int"]), int(match["q"] or 1))
+    assert value == expected and (match["int"] or sympy.gcd(int(match["p"]), int(match["q"])) == 1), (spec, value)
+
+
+def render_fraction(spec: MathSpec, rng: random.Random, size: int, level: int) -> np.ndarray:
+    """Stacked fractions on one jittered line: ``a/b + c/d = ?``."""
+    img, draw = new_canvas(size)
+    op, a, b, c, d = spec.content
+    items = [Frac((a, b)), op, Frac((c, d)), "=", "?"]
+    pos, scale = layout_jitter(level)
+    font = round(0.2 * size * (1 + jitter(rng, scale)))
+    font = fit_size(items, font, 0.92 * size, 0.3)
+    cx, base = size * (0.5 + jitter(rng, pos)), size * (0.58 + jitter(rng, pos))
+    draw_line_of_items(draw, items, cx, base, font, round(0.3 * font), canvas=size)
+    return to_array(img)
+
+
+ARITH = Family("arith", sample_arith, render_arith, verify_arith)
+FRACTION = Family("fraction", sample_fraction, render_fraction, verify_fraction, multiple_choice=True)
