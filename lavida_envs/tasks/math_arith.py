@@ -19,7 +19,7 @@ from lavida_envs.render import new_canvas, to_array
 from lavida_envs.tasks.math_draw import Frac, draw_line_of_items, fit_size, jitter
 from lavida_envs.tasks.math_spec import Family, MathSpec, frac_latex, layout_jitter, pick_distractors
 
-__all__ = ["ARITH", "FRACTION", "expr_tokens", "expr_value"]
+__all__ = ["ARITH", "FRACTION", "arith_spec", "expr_tokens", "expr_value", "fraction_spec"]
 
 _ASCII = {"+": "+", "−": "-", "×": "*", "÷": "/"}
 _PREC = {"+": 1, "−": 1, "×": 2, "÷": 2}
@@ -103,12 +103,16 @@ def sample_arith(rng: random.Random, level: int) -> MathSpec:
         tree = _arith_tree(rng, level)
         value = expr_value(tree)
         if value >= 0 and value.denominator == 1:
-            break
+            return arith_spec(tree, restate=level >= 3)
+
+
+def arith_spec(tree, restate: bool = False) -> MathSpec:
+    """The spec of expression ``tree`` (``restate``: the steps first restate the expression)."""
     steps, answer = _steps(tree)
     shown = " ".join(expr_tokens(tree)).replace("( ", "(").replace(" )", ")")
     for sym, ascii_sym in _ASCII.items():
         shown = shown.replace(sym, ascii_sym)
-    steps = [f"The image shows {shown}."] + steps if level >= 3 else steps
+    steps = [f"The image shows {shown}."] + steps if restate else steps
     return MathSpec("arith", tree, ARITH_QUESTION, answer, tuple(steps), "number")
 
 
@@ -175,24 +179,32 @@ def _fraction_value(op: str, a: int, b: int, c: int, d: int) -> Fraction:
 
 def sample_fraction(rng: random.Random, level: int) -> MathSpec:
     """``a/b op c/d`` with a reduced rational gold and typical-mistake distractors."""
-    content = _fraction_content(rng, level)
+    return fraction_spec(_fraction_content(rng, level), rng)
+
+
+def fraction_spec(content: tuple, rng: random.Random | None = None) -> MathSpec:
+    """The spec of ``(op, a, b, c, d)``; ``rng`` orders the distractor candidates."""
     op, a, b, c, d = content
     value = _fraction_value(*content)
     gold = frac_latex(value)
     sym = _ASCII[op]
     if op in "+−":
         num = a * d + c * b if op == "+" else a * d - c * b
-        work = f"{a}/{b} {sym} {c}/{d} = {num}/{b * d}" if b != d else f"{a}/{b} {sym} {c}/{d} = {a + c if op == '+' else a - c}/{b}"
+        raw = (a + c if op == "+" else a - c, b) if b == d else (num, b * d)
+        work = f"{a}/{b} {sym} {c}/{d} = {raw[0]}/{raw[1]}"
     elif op == "×":
-        work = f"{a}/{b} * {c}/{d} = {a * c}/{b * d}"
+        raw = (a * c, b * d)
+        work = f"{a}/{b} * {c}/{d} = {raw[0]}/{raw[1]}"
     else:
-        work = f"{a}/{b} / {c}/{d} = {a}/{b} * {d}/{c} = {a * d}/{b * c}"
-    steps = (f"{work}, which simplifies to {value}.",)
+        raw = (a * d, b * c)
+        work = f"{a}/{b} divided by {c}/{d} = {a}/{b} * {d}/{c} = {raw[0]}/{raw[1]}"
+    simplified = "" if value.denominator == raw[1] else f" = {value}"
+    steps = (f"{work}{simplified}.",)
     wrong = [Fraction(a + c, b + d) if op == "+" else Fraction(abs(a - c), abs(b - d) or 1),
              Fraction(a * c, b * d), Fraction(a * d, b * c), value + Fraction(1, value.denominator),
              1 / value if value else Fraction(2), value * 2]
     fallback = [frac_latex(value + Fraction(k, value.denominator + 1)) for k in range(1, 6)]
-    distractors = pick_distractors(rng, gold, [frac_latex(w) for w in wrong if w > 0], fallback)
+    distractors = pick_distractors(rng or random.Random(0), gold, [frac_latex(w) for w in wrong if w > 0], fallback)
     return MathSpec("fraction", content, FRACTION_QUESTION, gold, steps, "math", distractors)
 
 

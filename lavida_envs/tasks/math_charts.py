@@ -18,7 +18,7 @@ from lavida_envs.render import INK, PALETTE, new_canvas, to_array
 from lavida_envs.tasks.math_draw import MIN_FONT, draw_label, jitter
 from lavida_envs.tasks.math_spec import Family, MathSpec, layout_jitter
 
-__all__ = ["CHART", "chart_answer"]
+__all__ = ["CHART", "chart_answer", "chart_spec"]
 
 LABELS = "PQRSTU"
 _QUESTIONS = {
@@ -72,6 +72,12 @@ def sample_chart(rng: random.Random, level: int) -> MathSpec:
         if values[i] == values[j]:
             j = next(k for k in range(n) if values[k] != values[i])
         targets = (i, j) if values[i] > values[j] else (j, i)
+    return chart_spec((kind, values, question, targets))
+
+
+def chart_spec(content: tuple) -> MathSpec:
+    """The spec of ``(kind, values, question, targets)``."""
+    kind, values, question, targets = content
     answer = chart_answer(values, question, targets)
     names = [LABELS[t] for t in targets]
     read = ", ".join(f"{LABELS[i]} = {v}" for i, v in enumerate(values))

@@ -21,7 +21,7 @@ from lavida_envs.render import INK, new_canvas, to_array
 from lavida_envs.tasks.math_draw import MIN_FONT, draw_label, jitter, label_extent, polar
 from lavida_envs.tasks.math_spec import Family, MathSpec, layout_jitter, pi_latex, pick_distractors, surd_latex
 
-__all__ = ["ANGLES", "CIRCLE", "RIGHT"]
+__all__ = ["ANGLES", "CIRCLE", "RIGHT", "angles_spec", "circle_spec", "right_spec"]
 
 ANGLES_QUESTION = "Two angles of the triangle are labelled. Find the angle marked ?, in degrees."
 RIGHT_QUESTION = "Find the exact length of the side marked ? in the right triangle (simplify square roots)."
@@ -65,12 +65,16 @@ def sample_angles(rng: random.Random, level: int) -> MathSpec:
     while True:
         a, b = rng.randrange(low, 111, step), rng.randrange(low, 111, step)
         if low <= 180 - a - b <= 110:
-            break
-    a, b = sorted((a, b))
+            return angles_spec((a, b), rng)
+
+
+def angles_spec(given: tuple[int, int], rng: random.Random | None = None) -> MathSpec:
+    """The spec of a triangle with angles ``given`` labelled (``rng`` orders distractors)."""
+    a, b = sorted(given)
     c = 180 - a - b
     steps = (f"The angles of a triangle sum to 180. 180 - {a} - {b} = {c}.",)
     wrong = [str(180 - a), str(180 - b), str(c + 10), str(abs(c - 10)), str(90 - c) if c < 90 else str(c - 5), str(a + b)]
-    distractors = pick_distractors(rng, str(c), wrong, [str(c + k) for k in (5, 15, 20, 25)])
+    distractors = pick_distractors(rng or random.Random(0), str(c), wrong, [str(c + k) for k in (5, 15, 20, 25)])
     return MathSpec("angles", (a, b), ANGLES_QUESTION, str(c), steps, "number", distractors)
 
 
@@ -114,18 +118,27 @@ def _incenter(pts: list[Point]) -> Point:
 def sample_right(rng: random.Random, level: int) -> MathSpec:
     """A right triangle with two sides labelled; the third is an exact surd."""
     if level <= 4 or rng.random() < 0.4:
-        a, b = sorted((rng.randint(1, 12 if level <= 4 else 20), rng.randint(1, 12 if level <= 4 else 20)))
-        n, content = a * a + b * b, ("legs", a, b)
+        top = 12 if level <= 4 else 20
+        a, b = sorted((rng.randint(1, top), rng.randint(1, top)))
+        return right_spec(("legs", a, b), rng)
+    c = rng.randint(3, 15)
+    return right_spec(("leg", c, rng.randint(1, c - 1)), rng)
+
+
+def right_spec(content: tuple[str, int, int], rng: random.Random | None = None) -> MathSpec:
+    """The spec of ``("legs", a, b)`` or ``("leg", hypotenuse, leg)``."""
+    if content[0] == "legs":
+        _, a, b = content
+        n = a * a + b * b
         steps = (f"By Pythagoras the hypotenuse is sqrt({a}^2 + {b}^2) = sqrt({n}) = {surd_latex(n)}.",)
         wrong = [str(a + b), surd_latex(n + 1), surd_latex(abs(b * b - a * a) or 2), surd_latex(2 * n), surd_latex(a + b)]
     else:
-        c = rng.randint(3, 15)
-        a = rng.randint(1, c - 1)
-        n, content = c * c - a * a, ("leg", c, a)
+        _, c, a = content
+        n = c * c - a * a
         steps = (f"By Pythagoras the other leg is sqrt({c}^2 - {a}^2) = sqrt({n}) = {surd_latex(n)}.",)
         wrong = [str(c - a), surd_latex(c * c + a * a), surd_latex(n + 1), surd_latex(max(n - 1, 2)), surd_latex(c + a)]
     gold = surd_latex(n)
-    distractors = pick_distractors(rng, gold, wrong, [surd_latex(n + k) for k in (2, 3, 5, 7, 11)])
+    distractors = pick_distractors(rng or random.Random(0), gold, wrong, [surd_latex(n + k) for k in (2, 3, 5, 7, 11)])
     return MathSpec("right", content, RIGHT_QUESTION, gold, steps, "math", distractors)
 
 
@@ -168,13 +181,18 @@ def sample_circle(rng: random.Random, level: int) -> MathSpec:
     """Area or circumference of a circle whose radius or diameter is labelled."""
     quantity = rng.choice(("area", "circumference"))
     shown = "r" if level <= 3 else rng.choice("rd")
-    r = rng.randint(1, 12 if level <= 3 else 15)
+    return circle_spec((quantity, shown, rng.randint(1, 12 if level <= 3 else 15)), rng)
+
+
+def circle_spec(content: tuple[str, str, int], rng: random.Random | None = None) -> MathSpec:
+    """The spec of ``(quantity, shown, radius)``: ``("area", "d", 5)`` shows ``d = 10``."""
+    quantity, shown, r = content
     coef = r * r if quantity == "area" else 2 * r
     given = f"The radius is {r}." if shown == "r" else f"The diameter is {2 * r}, so the radius is {r}."
     formula = f"A = pi r^2 = pi * {r}^2" if quantity == "area" else f"C = 2 pi r = 2 * pi * {r}"
     steps = (given, f"{formula} = {pi_latex(coef)}.")
     wrong = [pi_latex(k) for k in (2 * r, r * r, r, 4 * r * r, 4 * r) if k != coef] + [str(coef)]
-    distractors = pick_distractors(rng, pi_latex(coef), wrong, [pi_latex(coef + k) for k in (1, 2, 3)])
+    distractors = pick_distractors(rng or random.Random(0), pi_latex(coef), wrong, [pi_latex(coef + k) for k in (1, 2, 3)])
     return MathSpec("circle", (quantity, shown, r), CIRCLE_QUESTION.format(quantity), pi_latex(coef), steps,
                     "math", distractors)
 

@@ -108,6 +108,7 @@ class VisualMathEnv(TaskEnv):
         image = FAMILIES[spec.family].render(spec, rng, self.image_size, difficulty)
         meta = {
             "family": spec.family,
+            "content": spec.content,
             "choices": list(spec.choices) if spec.choices is not None else None,
             "answer_type": "choice" if spec.choices is not None else spec.answer_type,
         }
