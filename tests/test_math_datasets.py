@@ -86,10 +86,10 @@ def test_multiple_choice_golds_are_letters_with_choices_listed_in_prompt():
     for problems in (mv, g3k, verse):
         for p in problems.values():
             if p.meta["question_type"] == "multi_choice":
-                assert len(p.answer) == 1 and p.answer in "ABCDEFGH"
+                assert len(p.answer) == 1 and p.answer in "ABCDEFGH" and p.meta["answer_type"] == "choice"
                 assert not p.meta["choices"] or ord(p.answer) - 65 < len(p.meta["choices"])
             else:
-                assert p.meta["choices"] == []
+                assert p.meta["choices"] is None and p.meta["answer_type"] in ("math", "text")
 
 
 def test_mathvista_prompt_follows_answer_type_hints_and_unit():
@@ -99,7 +99,8 @@ def test_mathvista_prompt_follows_answer_type_hints_and_unit():
     assert "(Unit: g)" in mv["2"].prompt and "Answer with an integer" in mv["2"].prompt
     assert mv["8"].answer == "[2, 5]" and "Answer with a list" in mv["8"].prompt
     assert [mv[i].difficulty for i in ("8", "7", "2", "3", "1")] == [1, 2, 3, 4, 5]  # grade mapping
-    assert mv["1"].meta["precision"] == 1 and mv["1"].meta["answer_type"] == "float"
+    assert mv["1"].meta["precision"] == 1 and mv["1"].meta["dataset_answer_type"] == "float"
+    assert mv["1"].meta["answer_type"] == "math" and mv["8"].meta["dataset_answer_type"] == "list"
     assert mv["1"].source == "mathvista:testmini"
 
 
@@ -116,7 +117,7 @@ def test_mathverse_versions_options_and_vision_only_fallback():
     assert vision_only.answer == "D" and vision_only.meta["choices"] == []
     assert vision_only.prompt.startswith("Answer the question shown in the figure.")
     assert "angle A = 80.0" not in vision_only.prompt  # question_for_eval is never shown
-    assert verse["9"].answer == "6" and verse["9"].meta["answer_type"] == "expression"
+    assert verse["9"].answer == "6" and verse["9"].meta["dataset_answer_type"] == "expression"
     assert verse["12"].meta["choices"] == ["5 cm", "5 m"] and verse["12"].answer == "A"
     assert [verse[i].difficulty for i in ("1", "9", "12", "5")] == [1, 2, 3, 5]
 
@@ -322,3 +323,50 @@ def test_non_object_record_is_rejected(tmp_path):
     edit_json(_mv_data(root), lambda data: data.append(["not", "a", "record"]))
     with pytest.raises(DatasetError, match=r"\[record item 4\]: record is list"):
         load("mathverse", data_dir=root)
+
+
+# ----- through the env (LaViDa/VisualMath-v0, dataset=...) -------------------------------
+def make_env(name: str, split: str = "test", **kw):
+    import gymnasium as gym
+
+    import lavida_envs  # noqa: F401  (registers the ids)
+
+    return gym.make("LaViDa/VisualMath-v0", dataset=name, data_dir=str(FIXTURES / name), split=split, **kw)
+
+
+def test_visual_math_env_on_mathvista_fixture_passes_check_env():
+    from gymnasium.utils.env_checker import check_env
+
+    env = make_env("mathvista")
+    check_env(env.unwrapped)
+    obs, info = env.reset(options={"index": 2})
+    problem = load("mathvista", size=env.unwrapped.image_size)[2]
+    assert obs["prompt"] == problem.prompt and np.array_equal(obs["image"], problem.image)
+    assert (info["answer"], info["source"], info["difficulty"]) == ("C", "mathvista:testmini", 4)
+    assert env.unwrapped.num_problems() == 5
+    env.close()
+
+
+@pytest.mark.parametrize(("name", "split"), [("geometry3k", "train"), ("geometry3k", "test"),
+                                             ("mathvista", "test"), ("mathverse", "test")])
+def test_reference_solutions_score_full_reward_and_wrong_answers_do_not(name, split):
+    env = make_env(name, split).unwrapped
+    for index in range(env.num_problems()):
+        _, info = env.reset(options={"index": index})
+        _, reward, terminated, _, step = env.step(info["solution"])
+        assert terminated and step["correct"] and reward == pytest.approx(1.0), (index, step)
+        wrong = "Z" if len(info["answer"]) == 1 else "123456789"
+        _, reward, _, _, step = env.step(f"<think>guess</think><answer>{wrong}</answer>")
+        assert not step["correct"] and reward < 0.5, (index, step)
+
+
+def test_mathvista_option_text_is_accepted_like_its_letter():
+    env = make_env("mathvista").unwrapped
+    env.reset(options={"index": 2})  # pid 3: gold C = 145°
+    assert env.step("<think>180 - 35</think><answer>145°</answer>")[4]["correct"]
+    assert not env.step("<think>...</think><answer>140°</answer>")[4]["correct"]
+
+
+def test_env_rejects_evaluation_only_benchmark_for_train():
+    with pytest.raises(ValueError, match="no 'train' problems"):
+        make_env("mathverse", "train")

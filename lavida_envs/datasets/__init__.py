@@ -12,10 +12,13 @@ Visual math: ``load_math_dataset(name, data_dir, split, image_size)`` with ``nam
   rationale when it has one, else "Read the figure and compute.");
 * ``difficulty`` (1..5, per-dataset mapping documented in each loader), ``key``
   (``<dataset>:<id>``), ``source`` (e.g. ``mathvista:testmini``);
-* ``meta`` -- ``choices`` (option texts in order, ``[]`` for free form),
-  ``question_type`` (``multi_choice`` / ``free_form``), ``answer_type`` (``integer`` /
-  ``float`` / ``text`` / ``list`` / ``expression``), ``precision``, ``original_id``,
-  ``image_path``, ``untransliterated_chars`` and dataset-specific extras.
+* ``meta`` -- what the scorer (``lavida_envs.rewards.math.check_answer``) reads:
+  ``choices`` (option texts in order; ``[]`` for a multiple-choice question whose
+  options are only in the figure; ``None`` for free form) and ``answer_type``
+  (``choice`` / ``text`` / ``math``); plus ``question_type`` (``multi_choice`` /
+  ``free_form``), ``dataset_answer_type`` (the benchmark's own: MathVista ``integer`` /
+  ``float`` / ``text`` / ``list``, MathVerse free form ``expression``), ``precision``,
+  ``original_id``, ``image_path``, ``untransliterated_chars`` and loader extras.
 
 MathVista and MathVerse are evaluation sets: ``split="train"`` gives ``[]``. Bad files
 raise :class:`DatasetError` (a ``ValueError``) naming the file, the field and the fix.

@@ -370,14 +370,33 @@ def _squeeze(text: str) -> str:
 
 
 def make_problem(
-    *, dataset: str, pid: str, source: str, question: str, image: np.ndarray, gold: str,
-    choices: Sequence[str] = (), hint: str = "", rationale: str | None = None,
-    difficulty: int = 3, meta: dict[str, Any] | None = None,
+    *, dataset: str, pid: str, source: str, question: str, image: np.ndarray, image_path: Path,
+    gold: str, multiple_choice: bool, choices: Sequence[str] = (), hint: str = "",
+    rationale: str | None = None, difficulty: int = 3, dataset_answer_type: str = "text",
+    precision: float | None = None, meta: dict[str, Any] | None = None,
 ) -> Problem:
-    """A :class:`Problem` from a parsed record (``gold`` is the letter when ``choices`` is set)."""
+    """A :class:`Problem` from a parsed record (``gold`` is the option letter when ``multiple_choice``).
+
+    ``meta`` gets the scorer's contract (:func:`lavida_envs.rewards.math.check_answer`):
+    ``choices`` (option texts; ``None`` for free form) and ``answer_type`` (``choice`` for
+    multiple choice, ``text`` for word answers, else ``math``), plus ``question_type``,
+    ``dataset_answer_type``, ``precision``, ``original_id``, ``image_path``,
+    ``untransliterated_chars`` and the loader's extras.
+    """
     shown = [_squeeze(to_charset(c)).strip() for c in choices]
     _, unknown = transliterate(question + "".join(choices))
-    info = {"choices": shown, "original_id": pid, "untransliterated_chars": unknown, **(meta or {})}
+    scorer_type = "choice" if multiple_choice else ("text" if dataset_answer_type == "text" else "math")
+    info = {
+        "choices": shown if multiple_choice else None,
+        "answer_type": scorer_type,
+        "question_type": "multi_choice" if multiple_choice else "free_form",
+        "dataset_answer_type": dataset_answer_type,
+        "precision": precision,
+        "original_id": pid,
+        "image_path": str(image_path),
+        "untransliterated_chars": unknown,
+        **(meta or {}),
+    }
     gold = _squeeze(to_charset(str(gold))).strip()
     return Problem(
         prompt=build_prompt(question, shown, hint),

@@ -57,23 +57,22 @@ def _load_one(problem_dir: Path, folder: str, image_size: int) -> Problem:
     if not 0 <= index < len(choices):
         raise DatasetError(path, "answer", f"{answer!r} is not a letter among A..{chr(64 + len(choices))}",
                            "the answer must be the letter of the correct choice", label)
-    image, _ = letterbox(problem_dir / "img_diagram.png", image_size, field="img_diagram.png")
+    image_path = problem_dir / "img_diagram.png"
+    image, _ = letterbox(image_path, image_size, field="img_diagram.png")
     return make_problem(
         dataset="geometry3k",
         pid=pid,
         source=f"geometry3k:{folder}",
         question=text,
         image=image,
+        image_path=image_path,
         gold=answer.strip().strip("()").strip(),
+        multiple_choice=True,
         choices=[str(c) for c in choices],
         hint=MC_HINT,
         rationale=get_field(record, "detailed_solution", str, path, label, default=""),
         difficulty=3,
         meta={
-            "answer_type": "text",
-            "precision": None,
-            "question_type": "multi_choice",
-            "image_path": str(problem_dir / "img_diagram.png"),
             "problem_type_graph": record.get("problem_type_graph"),
             "problem_type_goal": record.get("problem_type_goal"),
         },

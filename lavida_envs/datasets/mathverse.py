@@ -18,8 +18,8 @@ block out of the question; the prompt then lists the options as ``A. ...`` lines
 ``meta["choices"]`` holds their texts. When no block can be parsed (Vision-Only
 versions draw the options in the figure) the question is shown as is and
 ``meta["choices"]`` is ``[]``; the gold is the letter either way (an answer given as
-an option's text is mapped to its letter). Free-form golds are kept as text
-(``answer_type="expression"``).
+an option's text is mapped to its letter). Free-form golds are kept as text and
+graded by math-verify (``answer_type="math"``, ``dataset_answer_type="expression"``).
 
 Difficulty follows how much must be read from the figure (``problem_version``):
 Text Dominant / Text Only 1, Text Lite 2, Vision Intensive 3, Vision Dominant 4,
@@ -103,17 +103,16 @@ def _load_one(record: dict, label: str, path: Path, image_size: int) -> Problem:
         source=f"mathverse:{metadata.get('split') or 'testmini'}",
         question=body.strip() or "Answer the question shown in the figure.",
         image=image,
+        image_path=image_path,
         gold=gold,
+        multiple_choice=qtype == "multi_choice",
         choices=choices,
         hint=hint,
         difficulty=VERSION_DIFFICULTY.get(version.strip().lower(), 3),
+        dataset_answer_type="text" if qtype == "multi_choice" else "expression",
         meta={
-            "answer_type": "text" if qtype == "multi_choice" else "expression",
-            "precision": None,
-            "question_type": qtype,
             "problem_version": version,
             "problem_index": record.get("problem_index"),
-            "image_path": str(image_path),
             "original_answer": answer,
             "metadata": metadata,
             **extra,

@@ -90,19 +90,15 @@ def _load_one(record: dict, label: str, path: Path, data_dir: Path, image_size: 
         source=f"mathvista:{metadata.get('split') or 'testmini'}",
         question=question + (f" (Unit: {unit})" if unit else ""),
         image=image,
+        image_path=image_path,
         gold=gold,
+        multiple_choice=qtype == "multi_choice",
         choices=choices,
         hint=hint,
         difficulty=GRADE_DIFFICULTY.get(str(metadata.get("grade", "")).lower(), 3),
-        meta={
-            "answer_type": atype,
-            "precision": precision,
-            "unit": unit or None,
-            "question_type": qtype,
-            "image_path": str(image_path),
-            "original_answer": answer,
-            "metadata": metadata,
-        },
+        dataset_answer_type=atype,
+        precision=precision,
+        meta={"unit": unit or None, "original_answer": answer, "metadata": metadata},
     )
 
 
