@@ -18,7 +18,7 @@
 * :func:`build_prompt` / :func:`build_solution` -- the prompt (question, ``A. ...``
   option lines, answer-format hint, the ``<think>…</think><answer>…</answer>``
   instruction), always within CHARSET and ``MAX_PROMPT_CHARS`` (an over-long question is
-  cut in the middle of the question text only, marked ``...``), and the reference
+  cut at the end of the question text, marked ``...``), and the reference
   solution ``<think>rationale</think><answer>gold</answer>``.
 """
 
@@ -38,26 +38,10 @@ from PIL import Image
 from lavida_envs.base import CHARSET, MAX_PROMPT_CHARS, Problem
 
 __all__ = [
-    "ANSWER_INSTRUCTION",
-    "DEFAULT_RATIONALE",
-    "DatasetError",
-    "Letterbox",
-    "MC_HINT",
-    "UNKNOWN_MARK",
-    "build_prompt",
-    "build_solution",
-    "choice_letter",
-    "find_file",
-    "get_field",
-    "gold_letter",
-    "letter_index",
-    "letterbox",
-    "make_problem",
-    "read_json",
-    "read_records",
-    "resolve_image",
-    "to_charset",
-    "transliterate",
+    "ANSWER_INSTRUCTION", "DEFAULT_RATIONALE", "DatasetError", "Letterbox", "MC_HINT",
+    "UNKNOWN_MARK", "build_prompt", "build_solution", "choice_letter", "find_file", "get_field",
+    "gold_letter", "letter_index", "letterbox", "make_problem", "read_json", "read_records",
+    "resolve_image", "to_charset", "transliterate",
 ]
 
 #: The output format every prompt asks for (same as the procedural tasks).
