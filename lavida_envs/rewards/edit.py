@@ -52,6 +52,7 @@ __all__ = [
     "CLIPScorer",
     "DEFAULT_TOL",
     "EditFidelity",
+    "EditReference",
     "JudgeResult",
     "JudgeScorer",
     "coerce_image",
@@ -142,8 +143,8 @@ def coerce_image(
 
 def _match(a: np.ndarray, b: np.ndarray, tol: int) -> np.ndarray:
     """Per-pixel bool: every channel of ``a`` within ``tol`` of ``b``."""
-    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
-    return diff.max(axis=2) <= tol
+    diff = np.maximum(a, b) - np.minimum(a, b)  # |a - b| without leaving uint8
+    return np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2]) <= tol
 
 
 def _share(hits: np.ndarray, where: np.ndarray) -> float:
@@ -165,6 +166,51 @@ def _check_reference(name: str, image: Any) -> np.ndarray:
     return arr
 
 
+@dataclass(frozen=True)
+class EditReference:
+    """Source, target and the pixel sets of the formula, prepared once per problem."""
+
+    source: np.ndarray
+    target: np.ndarray
+    changed: np.ndarray  # C: pixels the edit must change
+    keep_fg: np.ndarray  # K_fg: kept content pixels
+    keep_bg: np.ndarray  # K_bg: kept background pixels
+    tol: int = DEFAULT_TOL
+
+    @classmethod
+    def build(
+        cls, source: np.ndarray, target: np.ndarray, region_mask: np.ndarray | None = None, tol: int = DEFAULT_TOL
+    ) -> "EditReference":
+        """Check the (trusted) references and split the pixels; ``ValueError`` on bad inputs."""
+        source = _check_reference("source", source)
+        target = _check_reference("target", target)
+        if source.shape != target.shape:
+            raise ValueError(f"source shape {source.shape} != target shape {target.shape}")
+        changed = ~_match(source, target, tol)
+        if region_mask is not None:
+            region = np.asarray(region_mask).astype(bool)
+            if region.shape != source.shape[:2]:
+                raise ValueError(f"region_mask shape {region.shape} != image shape {source.shape[:2]}")
+            changed &= region
+        background = _match(source, _dominant_colour(source)[None, None, :], tol)
+        keep = ~changed
+        return cls(source, target, changed, keep & ~background, keep & background, int(tol))
+
+    def score(self, output: Any) -> EditFidelity:
+        """Fidelity of one model output (never raises)."""
+        out, error, notes = coerce_image(output, self.source.shape[:2])
+        if out is None:
+            return EditFidelity(score=0.0, error=error, notes=notes)
+        inside = _share(_match(out, self.target, self.tol), self.changed)
+        keeps = _match(out, self.source, self.tol)
+        keep_fg, keep_bg = _share(keeps, self.keep_fg), _share(keeps, self.keep_bg)
+        outside = keep_fg * keep_bg
+        return EditFidelity(
+            score=float(inside * outside), inside=inside, outside=outside, keep_fg=keep_fg, keep_bg=keep_bg,
+            notes=notes,
+        )
+
+
 def edit_fidelity_details(
     output: Any,
     source: np.ndarray,
@@ -175,31 +221,10 @@ def edit_fidelity_details(
     """Edit fidelity with its parts (see the module docstring for the formula).
 
     ``source``/``target`` are trusted uint8 (H, W, 3) arrays of one shape (``ValueError``
-    otherwise); ``output`` is model output and never raises.
+    otherwise); ``output`` is model output and never raises. To score many outputs
+    against one problem, build an :class:`EditReference` once and call its ``score``.
     """
-    source = _check_reference("source", source)
-    target = _check_reference("target", target)
-    if source.shape != target.shape:
-        raise ValueError(f"source shape {source.shape} != target shape {target.shape}")
-    changed = ~_match(source, target, tol)
-    if region_mask is not None:
-        region = np.asarray(region_mask).astype(bool)
-        if region.shape != source.shape[:2]:
-            raise ValueError(f"region_mask shape {region.shape} != image shape {source.shape[:2]}")
-        changed &= region
-    out, error, notes = coerce_image(output, source.shape[:2])
-    if out is None:
-        return EditFidelity(score=0.0, error=error, notes=notes)
-    keep = ~changed
-    background = _match(source, _dominant_colour(source)[None, None, :], tol)
-    inside = _share(_match(out, target, tol), changed)
-    keeps = _match(out, source, tol)
-    keep_fg = _share(keeps, keep & ~background)
-    keep_bg = _share(keeps, keep & background)
-    outside = keep_fg * keep_bg
-    return EditFidelity(
-        score=float(inside * outside), inside=inside, outside=outside, keep_fg=keep_fg, keep_bg=keep_bg, notes=notes
-    )
+    return EditReference.build(source, target, region_mask, tol).score(output)
 
 
 def edit_fidelity(
