@@ -251,6 +251,8 @@ def check_answer(
         result = _check_number(pred, gold)
     else:
         result = _compare_batch([(pred, gold)], timeout)[0]
+    if result.status == "too_long":
+        pred = pred[: mn.MAX_ANSWER_CHARS] + "..."
     return MathVerdict(result.equal, pred, result.status, None if result.equal else result.error)
 
 

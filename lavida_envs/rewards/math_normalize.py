@@ -144,7 +144,7 @@ _PI_WORD = re.compile(r"(?<![\\A-Za-z])pi(?![A-Za-z])")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), (r"\(", r"\)"), (r"\[", r"\]"))
 _WHOLE_BOX = re.compile(r"^\\(?:boxed|fbox)\s*\{(.*)\}$", re.DOTALL)
 _SPACES = re.compile(r"\s+")
-_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*)?:?\s*(?=\S)", re.IGNORECASE)
+_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is\b\s*:?|\s*:)\s*(?=\S)", re.IGNORECASE)
 _LATEX_SPACE = re.compile(r"\\[,;:! ]|\\q?quad\b")
 
 
