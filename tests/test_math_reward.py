@@ -1,0 +1,226 @@
+"""Math reward: labelled cases, statuses, hostile inputs, hard timeouts, restarts, fork safety."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lavida_envs.rewards import math as mr
+from lavida_envs.rewards.math import check_answer, extract_answer, math_equal, math_equal_batch
+from lavida_envs.rewards.math_cases import CASES
+
+# A check the workers must do symbolically and that runs far past any small timeout.
+SLOW = (r"(1+\sqrt{2})^{9000}-(1-\sqrt{2})^{9000}", r"\sqrt{3}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_pool():
+    mr.warmup()
+    yield
+    mr.shutdown()
+
+
+def _workers() -> list:
+    return list(mr._pool().workers)
+
+
+def test_case_list_is_large_and_mixed() -> None:
+    assert len(CASES) >= 200
+    labels = [label for _, _, label in CASES]
+    assert 0.3 < sum(labels) / len(labels) < 0.8
+
+
+def test_every_labelled_case() -> None:
+    got = math_equal_batch([(p, g) for p, g, _ in CASES])
+    wrong = [(p, g, label) for (p, g, label), value in zip(CASES, got) if value != label]
+    assert wrong == []
+
+
+def test_batch_is_order_independent_and_deterministic() -> None:
+    pairs = [(p, g) for p, g, _ in CASES[::3]]
+    first = math_equal_batch(pairs)
+    order = list(range(len(pairs)))
+    random.Random(0).shuffle(order)
+    shuffled = math_equal_batch([pairs[i] for i in order])
+    assert [shuffled[order.index(i)] for i in range(len(pairs))] == first
+    assert math_equal_batch(pairs) == first
+    assert [math_equal(p, g) for p, g in pairs[:10]] == first[:10]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>so</think><answer> 42 </answer>", "42"),
+        ("<answer>1</answer> then <answer>2</answer>", "2"),
+        (r"<answer>\boxed{\frac{1}{2}}</answer>", r"\frac{1}{2}"),
+        (r"<answer>$\boxed{7}$</answer>", "7"),
+        (r"<answer>\boxed{1} and \boxed{2}</answer>", r"\boxed{1} and \boxed{2}"),
+        (r"first \boxed{1}, finally \boxed{\frac{3}{4}}.", r"\frac{3}{4}"),
+        (r"\boxed{\{1,2\}}", r"\{1,2\}"),
+        ("<answer>\n(1, 2]\n</answer>", "(1, 2]"),
+        ("no answer here", None),
+        ("<answer>  </answer>", None),
+        (r"\boxed{3", None),
+        ("", None),
+    ],
+)
+def test_extract_answer(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+def test_extract_answer_non_str() -> None:
+    assert extract_answer(None) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text, gold, kwargs, correct, status",
+    [
+        ("<think>r</think><answer>7</answer>", "7", {}, True, "ok"),
+        ("<answer>8</answer>", "7", {}, False, "ok"),
+        (r"\boxed{2\sqrt{2}}", r"\sqrt{8}", {}, True, "ok"),
+        ("<answer>x = 3</answer>", "3", {}, True, "ok"),
+        ("the answer is 7", "7", {}, False, "no_answer"),
+        ("<answer>" + "1" * 1001 + "</answer>", "7", {}, False, "too_long"),
+        ("<answer>__import__('os')</answer>", "7", {}, False, "rejected"),
+        (r"<answer>\frac{</answer>", "7", {}, False, "parse_error"),
+        ("<answer>(B)</answer>", "B", {"choices": ["1", "2", "3"]}, True, "ok"),
+        ("<answer>B</answer>", "A", {"choices": ["1", "2", "3"]}, False, "ok"),
+        ("<answer>0.5</answer>", "A", {"choices": [r"\frac{1}{2}", "2"]}, True, "ok"),
+        ("<answer>2</answer>", "A", {"choices": [r"\frac{1}{2}", "2"]}, False, "ok"),
+        ("<answer>A: 1/2</answer>", "A", {"choices": [r"\frac{1}{2}", "2"]}, True, "ok"),
+        ("<answer>Red</answer>", "B", {"choices": ["blue", "red"]}, True, "ok"),
+        (r"<answer>\text{C}</answer>", "C", {"answer_type": "choice"}, True, "ok"),
+        ("<answer>3.0</answer>", "3", {"answer_type": "number"}, True, "ok"),
+        ("<answer>x+1</answer>", "3", {"answer_type": "number"}, False, "parse_error"),
+        ("<answer>RIGHT angle</answer>", "right angle", {"answer_type": "text"}, True, "ok"),
+    ],
+)
+def test_check_answer(text: str, gold: str, kwargs: dict, correct: bool, status: str) -> None:
+    verdict = check_answer(text, gold, **kwargs)
+    assert (verdict.correct, verdict.status) == (correct, status)
+    if status == "ok":
+        assert verdict.error is None  # a plain wrong answer has no error
+    else:
+        assert verdict.error and isinstance(verdict.error, str)
+
+
+def test_check_answer_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="answer_type"):
+        check_answer("<answer>1</answer>", "1", answer_type="float")
+    with pytest.raises(ValueError, match="out of range"):
+        check_answer("<answer>1</answer>", "E", choices=["1", "2"])
+    with pytest.raises(ValueError, match="timeout"):
+        math_equal("1", "1", timeout=0)
+
+
+def test_hostile_inputs_fail_fast_and_execute_nothing(tmp_path: Path) -> None:
+    marker = Path("/tmp") / f"pwned_{uuid.uuid4().hex}"
+    timeout = 1.0
+    injections = [
+        f"__import__('os').system('touch {marker}')",
+        f"exec(\"open('{marker}','w')\")",
+        f"(lambda: open('{marker}', 'w'))()",
+        f"[c for c in ().__class__.__bases__[0].__subclasses__()]; open('{marker}','w')",
+    ]
+    hostile = injections + [
+        "",
+        "x" * 1_000_000,
+        "\\frac{" * 10_000,
+        "10^{10^{10^{10}}}",
+        "9^{9^{9}}",
+        "\x00\x01\x1b[31m",
+        "\udcff",
+        "(" * 500 + "1" + ")" * 500,
+        "`rm -rf /`",
+    ]
+    for answer in hostile:
+        for call in (
+            lambda a: check_answer(f"<answer>{a}</answer>", "3", timeout=timeout),
+            lambda a: mr._compare_batch([(a, "3")], timeout)[0],
+        ):
+            start = time.monotonic()
+            result = call(answer)
+            elapsed = time.monotonic() - start
+            assert elapsed < timeout + 1.0, (answer[:40], elapsed)
+            assert result.status != "ok" and not getattr(result, "correct", getattr(result, "equal", None))
+    assert check_answer("x" * 1_000_000, "3").status == "too_long"
+    assert not marker.exists()
+
+
+def test_worker_parser_executes_nothing_even_unscreened() -> None:
+    """Defense in depth: the worker's LaTeX-only parsing does not run Python, screen or not."""
+    from lavida_envs.rewards.math_worker import Checker
+
+    marker = Path("/tmp") / f"pwned_{uuid.uuid4().hex}"
+    checker = Checker()
+    for text in (f"__import__('os').system('touch {marker}')", f"open('{marker}', 'w')"):
+        equal, _, _ = checker.equal(text, "0")
+        assert not equal
+    assert not marker.exists()
+
+
+def test_soft_timeout_keeps_the_worker() -> None:
+    mr.warmup(1)
+    pids = {w.proc.pid for w in _workers()}
+    start = time.monotonic()
+    result = mr._compare_batch([SLOW], 1.0)[0]
+    assert time.monotonic() - start < 2.0
+    assert (result.equal, result.status) == (False, "timeout")
+    assert "1s" in result.error
+    assert {w.proc.pid for w in _workers()} & pids  # still alive, no restart needed
+    assert math_equal(r"2\sqrt{2}", r"\sqrt{8}")
+
+
+def test_hung_worker_is_killed_and_replaced() -> None:
+    mr.warmup()
+    frozen = [w.proc for w in _workers()]
+    for proc in frozen:  # simulate a check stuck in C code: the worker stops answering
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        verdict = check_answer(r"<answer>\frac{\pi}{2}</answer>", r"0.5\pi", timeout=1.0)
+        assert time.monotonic() - start < 2.0
+        assert (verdict.correct, verdict.status) == (False, "timeout")
+    finally:
+        for proc in frozen:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+    assert any(proc.poll() is not None for proc in frozen)  # the stuck one was killed
+    # the replacement gives right answers, within a batch that also has a slow item
+    got = mr._compare_batch([(r"\frac{\pi}{2}", r"0.5\pi"), SLOW, (r"2\sqrt{3}", r"\sqrt{8}"), ("(A)", "A")], 1.0)
+    assert [(r.equal, r.status) for r in got] == [(True, "ok"), (False, "timeout"), (False, "ok"), (True, "ok")]
+
+
+def test_dead_worker_is_replaced() -> None:
+    mr.warmup(1)
+    victim = _workers()[0].proc
+    victim.kill()
+    victim.wait()
+    assert math_equal(r"\frac{2\pi}{3}", r"\frac{4\pi}{6}")
+    assert victim not in [w.proc for w in _workers()]
+
+
+def _child(queue) -> None:  # runs in a forked daemonic process, like an AsyncVectorEnv worker
+    queue.put((os.getpid(), math_equal(r"3\sqrt{3}", r"\sqrt{27}"), [w.proc.pid for w in mr._pool().workers]))
+
+
+def test_forked_daemonic_child_uses_its_own_workers() -> None:
+    mr.warmup(1)
+    parent_pids = [w.proc.pid for w in _workers()]
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child, args=(queue,), daemon=True)
+    child.start()
+    pid, equal, child_workers = queue.get(timeout=60)
+    child.join(timeout=30)
+    assert equal and pid != os.getpid()
+    assert child_workers and not set(child_workers) & set(parent_pids)
+    assert [w.proc.pid for w in _workers()] == parent_pids  # the parent's workers are untouched
+    assert math_equal(r"\sqrt{50}", r"5\sqrt{2}")
