@@ -185,10 +185,13 @@ def place_shape(
     lo, hi = margin + size, 1.0 - margin - size
     if hi < lo:
         return None
+    others = [(o.x, o.y, o.size + size + gap) for o in shapes]
     for _ in range(tries):
-        cand = Shape(kind, color, size, _q(rng.uniform(lo, hi)), _q(rng.uniform(lo, hi)))
-        if can_place(shapes, cand, gap, margin):
-            return cand
+        x, y = _q(rng.uniform(lo, hi)), _q(rng.uniform(lo, hi))
+        if all(abs(x - ox) >= reach or abs(y - oy) >= reach for ox, oy, reach in others):
+            cand = Shape(kind, color, size, x, y)
+            if can_place(shapes, cand, gap, margin):  # the exact check, once
+                return cand
     return None
 
 

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lavida_envs.base import Problem, Score, TaskEnv, coerce_text
+from lavida_envs.base import Problem, Score, TaskEnv, coerce_text, split_of_key
 from lavida_envs.rewards.format import format_reward
 from lavida_envs.rewards.grounding import BOX_FORMATS, format_box, score_box_text
 from lavida_envs.scene import Scene, render_scene, sample_scene, shape_box
@@ -84,8 +84,8 @@ class GroundingSpec:
 
     @property
     def key(self) -> str:
-        """Canonical content: the scene graph and the expression text."""
-        return f"{self.scene.key()}|{self.ref.phrase()}"
+        """The scene graph: a scene belongs to one split whatever is asked about it."""
+        return self.scene.key()
 
 
 class _LazyProblems(Sequence):
@@ -144,10 +144,14 @@ class GroundingEnv(TaskEnv):
         """A scene and a level-``difficulty`` expression proven to name exactly one shape."""
         for _ in range(200):
             scene = sample_scene(rng, self.min_shapes, self.max_shapes)
+            if split_of_key(f"{self.task_name}|{scene.key()}") != self.split:
+                continue  # cheap early rejection; TaskEnv.problem re-checks the key's split
             found = generate(rng, scene, difficulty)
             if found is not None:
                 return GroundingSpec(scene, found[0], found[1])
-        raise RuntimeError(f"no level-{difficulty} expression found in 200 scenes; widen min/max_shapes")
+        raise RuntimeError(
+            f"no level-{difficulty} {self.split!r} expression found in 200 scenes; widen min/max_shapes"
+        )
 
     def _box_text(self, box: Sequence[float]) -> str:
         return format_box(box, self.box_format, self.image_size, self.image_size)
@@ -171,7 +175,8 @@ class GroundingEnv(TaskEnv):
             solution=grounding_solution(steps, answer),
             difficulty=difficulty,
             key=spec.key,
-            meta={"box": gold, "expression": spec.ref.phrase(), "target": spec.target},
+            meta={"box": gold, "expression": spec.ref.phrase(), "target": spec.target, "scene": scene,
+                  "ref": spec.ref},
         )
 
     # ----- scoring ---------------------------------------------------------------------
