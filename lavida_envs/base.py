@@ -223,14 +223,20 @@ class TaskEnv(gym.Env):
                     f"{len(self._dataset_problems)} {self.split!r} problems"
                 )
             return self._dataset_problems[index]
+        spec, rng, level = self.spec_for(index)
+        problem = self.build_problem(spec, rng, level)
+        self._check_problem(problem)
+        return problem
+
+    def spec_for(self, index: int) -> tuple[Any, random.Random, int]:
+        """The drawn spec of procedural problem ``index``, the RNG that renders it, and its level."""
+        index = int(index)
         level = self.level_of(index)
         for draw in range(MAX_DRAWS):
             rng = random.Random(stable_seed(self.task_name, self.env_version, level, index, draw))
             spec = self.sample_spec(rng, level)
             if split_of_key(f"{self.task_name}|{spec.key}") == self.split:
-                problem = self.build_problem(spec, rng, level)
-                self._check_problem(problem)
-                return problem
+                return spec, rng, level
         raise RuntimeError(
             f"{self.task_name}: no {self.split!r} problem found for index {index} at difficulty "
             f"{level} in {MAX_DRAWS} draws; the generator's key space is too small"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from functools import lru_cache
 
 from PIL import ImageDraw
 
@@ -53,8 +54,14 @@ def _stroke(size: int) -> int:
     return max(1, round(size / 12))
 
 
+@lru_cache(maxsize=4096)
+def _char_width(ch: str, size: int) -> int:
+    return round(0.6 * size) if ch in _STROKED else int(get_font(size).getlength(ch))
+
+
+@lru_cache(maxsize=8192)
 def _text_width(text: str, size: int) -> int:
-    return sum(round(0.6 * size) if ch in _STROKED else int(get_font(size).getlength(ch)) for ch in text)
+    return sum(_char_width(ch, size) for ch in text)
 
 
 def item_width(item: str | Frac, size: int) -> int:

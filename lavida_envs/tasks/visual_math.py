@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from lavida_envs.base import Problem, Score, TaskEnv, coerce_text
 from lavida_envs.tasks.math_families import FAMILIES, LEVEL_MIX, draw_spec
 from lavida_envs.tasks.math_spec import LETTERS, MathSpec
@@ -102,10 +104,19 @@ class VisualMathEnv(TaskEnv):
             family = rng.choice(allowed or sorted(self.config.families))
         return draw_spec(rng, difficulty, family)
 
+    @staticmethod
+    def clear_caches() -> None:
+        """Forget which specs were already sympy-checked (benchmarks time cold generation)."""
+        _verify.cache_clear()
+
+    def render_spec(self, spec: MathSpec, rng: random.Random, difficulty: int) -> np.ndarray:
+        """Only the picture of ``spec`` (the family's renderer; no checks, no prompt)."""
+        return FAMILIES[spec.family].render(spec, rng, self.image_size, difficulty)
+
     def build_problem(self, spec: MathSpec, rng: random.Random, difficulty: int) -> Problem:
         """Check the gold with sympy, render the picture and write the prompt."""
         _verify(spec)
-        image = FAMILIES[spec.family].render(spec, rng, self.image_size, difficulty)
+        image = self.render_spec(spec, rng, difficulty)
         meta = {
             "family": spec.family,
             "content": spec.content,
