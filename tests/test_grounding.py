@@ -189,7 +189,8 @@ def test_threshold_reward_mode_and_bad_actions():
 
 
 def test_check_env_and_async_vector_env():
-    check_env(gym.make(ENV_ID).unwrapped, skip_render_check=True)
+    check_env(gym.make(ENV_ID).unwrapped)
+    check_env(gym.make(ENV_ID, render_mode="rgb_array", box_format="norm1000").unwrapped)
     envs = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="async", difficulty=3, image_size=64)
     try:
         obs, infos = envs.reset(seed=0)
@@ -285,3 +286,15 @@ def test_malformed_dataset_files_name_file_and_field(tmp_path):
         GroundingEnv(dataset="reasonseg", data_dir=str(rs))
     with pytest.raises(ValueError, match="unknown grounding dataset"):
         GroundingEnv(dataset="flickr30k", data_dir=str(rs))
+
+
+def test_extremes_and_ordinals_need_centres_and_edges_to_agree():
+    # the small square's centre is further left, the big square's left edge is further left
+    scene = Scene((Shape("square", "red", 0.135, 0.3, 0.2), Shape("square", "blue", 0.06, 0.25, 0.7),
+                   Shape("square", "green", 0.06, 0.8, 0.5)))
+    assert refers_to(Extreme(SQ, "left"), scene) is None
+    assert refers_to(PosRank(SQ, "left", 2), scene) is None
+    # counted from the right, centres and right edges agree
+    assert refers_to(Extreme(SQ, "right"), scene) == 2
+    assert refers_to(PosRank(SQ, "right", 2), scene) == 0
+    assert refers_to(PosRank(SQ, "right", 3), scene) == 1

@@ -15,12 +15,12 @@ Semantics (normalized coordinates, ``y`` down; ``size`` = half-extent):
   the relation only holds when, in addition, no other head has its centre on that side,
   so a looser reading of the words picks the same shape. ``"closest to"`` needs the
   winner to be nearest by both centre distance and gap, by at least ``POS_MARGIN``.
-* ``Extreme(head, side)`` -- the leftmost/rightmost/topmost/bottommost head by centre,
-  ahead of the runner-up by at least ``POS_MARGIN``.
+* ``Extreme(head, side)`` -- the leftmost/rightmost/topmost/bottommost head: first by
+  centre (ahead of the runner-up by ``POS_MARGIN``) and by near edge (by ``EDGE_MARGIN``).
 * ``SizeRank(head, order, k)`` -- the k-th largest/smallest head (heads of one kind only),
   its size strictly different from the sizes ranked just before and after it.
-* ``PosRank(head, side, k)`` -- the k-th head counted from one side, centres at least
-  ``POS_MARGIN`` apart from the neighbours in that order.
+* ``PosRank(head, side, k)`` -- the k-th head counted from one side, the same shape by
+  centres (``POS_MARGIN`` from its neighbours in that order) and by near edges (``EDGE_MARGIN``).
 * ``SidesCount(head, counted, offset)`` -- heads whose number of sides equals
   ``sum(len(counted[j])) + offset`` (circle 0, triangle 3, square 4, pentagon 5, hexagon 6,
   star 10).
@@ -57,6 +57,8 @@ __all__ = [
 
 #: Minimum positional lead (fraction of the image side) for extremes, ordinals, closeness.
 POS_MARGIN = 0.04
+#: Minimum lead of the near edges for extremes and ordinals (they must agree with centres).
+EDGE_MARGIN = 0.02
 Namer = Callable[[int], str]
 _ORD = {1: "", 2: "second-", 3: "third-"}
 _ORDW = {1: "first", 2: "second", 3: "third", 4: "fourth"}
@@ -133,12 +135,12 @@ def _gap(s: Shape, a: Shape) -> float:
     return math.hypot(dx, dy)
 
 
-def _unique_min(values: list[tuple[float, int]]) -> int | None:
-    """Index with the smallest value, if it leads the runner-up by POS_MARGIN."""
+def _unique_min(values: list[tuple[float, int]], margin: float = POS_MARGIN) -> int | None:
+    """Index with the smallest value, if it leads the runner-up by ``margin``."""
     if not values:
         return None
     values = sorted(values)
-    if len(values) > 1 and values[1][0] - values[0][0] < POS_MARGIN:
+    if len(values) > 1 and values[1][0] - values[0][0] < margin:
         return None
     return values[0][1]
 
@@ -181,8 +183,13 @@ class Relation:
         return steps
 
 
-_EXTREME = {"left": ("leftmost", lambda s: s.x), "right": ("rightmost", lambda s: -s.x),
-            "above": ("topmost", lambda s: s.y), "below": ("bottommost", lambda s: -s.y)}
+#: side -> (word, centre key, near-edge key); smaller key = closer to that side.
+_EXTREME: dict[str, tuple[str, Callable[[Shape], float], Callable[[Shape], float]]] = {
+    "left": ("leftmost", lambda s: s.x, lambda s: s.x - s.size),
+    "right": ("rightmost", lambda s: -s.x, lambda s: -(s.x + s.size)),
+    "above": ("topmost", lambda s: s.y, lambda s: s.y - s.size),
+    "below": ("bottommost", lambda s: -s.y, lambda s: -(s.y + s.size)),
+}
 _FROM = {"left": "from the left", "right": "from the right", "above": "from the top", "below": "from the bottom"}
 
 
@@ -197,9 +204,11 @@ class Extreme:
         return f"the {_EXTREME[self.side][0]} {self.head.noun()}"
 
     def evaluate(self, scene: Scene) -> list[int]:
-        key = _EXTREME[self.side][1]
-        best = _unique_min([(key(scene[i]), i) for i in self.head.select(scene)])
-        return [] if best is None else [best]
+        _, centre, edge = _EXTREME[self.side]
+        idx = self.head.select(scene)
+        best = _unique_min([(centre(scene[i]), i) for i in idx])
+        by_edge = _unique_min([(edge(scene[i]), i) for i in idx], EDGE_MARGIN)
+        return [best] if best is not None and best == by_edge else []
 
     def explain(self, scene: Scene, name: Namer) -> list[str]:
         cands = self.head.select(scene)
@@ -260,8 +269,10 @@ class PosRank:
         return f"the {_ORDW[self.k]} {self.head.noun()} {_FROM[self.side]}"
 
     def evaluate(self, scene: Scene) -> list[int]:
-        t = _ranked(scene, self.head.select(scene), _EXTREME[self.side][1], self.k, POS_MARGIN)
-        return [] if t is None else [t]
+        _, centre, edge = _EXTREME[self.side]
+        idx = self.head.select(scene)
+        t = _ranked(scene, idx, centre, self.k, POS_MARGIN)
+        return [t] if t is not None and t == _ranked(scene, idx, edge, self.k, EDGE_MARGIN) else []
 
     def explain(self, scene: Scene, name: Namer) -> list[str]:
         order = sorted(self.head.select(scene), key=lambda i: _EXTREME[self.side][1](scene[i]))
