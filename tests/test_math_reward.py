@@ -224,3 +224,21 @@ def test_forked_daemonic_child_uses_its_own_workers() -> None:
     assert child_workers and not set(child_workers) & set(parent_pids)
     assert [w.proc.pid for w in _workers()] == parent_pids  # the parent's workers are untouched
     assert math_equal(r"\sqrt{50}", r"5\sqrt{2}")
+
+
+def test_workers_run_with_a_memory_cap() -> None:
+    mr.warmup(1)
+    limits = Path(f"/proc/{_workers()[0].proc.pid}/limits").read_text()
+    line = next(row for row in limits.splitlines() if row.startswith("Max address space"))
+    assert line.split()[3] == str(2048 * 1024 * 1024)
+
+
+def test_concurrent_threads_get_their_own_answers() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pairs = [(p, g) for p, g, _ in CASES[1::8]]
+    expected = [label for _, _, label in CASES[1::8]]
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(lambda k: math_equal_batch(pairs[k:] + pairs[:k]), [0, 5, 9]))
+    for k, out in zip([0, 5, 9], outs):
+        assert out == expected[k:] + expected[:k]

@@ -44,6 +44,8 @@ __all__ = ["MathVerdict", "check_answer", "extract_answer", "math_equal", "math_
 
 #: Full model outputs longer than this are not searched for an answer.
 MAX_TEXT_CHARS = 1 << 16
+#: Largest per-check timeout accepted, in seconds.
+MAX_TIMEOUT = 600.0
 #: Statuses a :class:`MathVerdict` may carry.
 STATUSES = ("ok", "no_answer", "too_long", "rejected", "parse_error", "timeout")
 ANSWER_TYPES = (None, "auto", "math", "choice", "number", "text")
@@ -157,15 +159,16 @@ def _prepare(pred: str, gold: str) -> Result | list[tuple[str, str]]:
     if info.is_text:
         return Result(mn.text_key(text) == mn.text_key(info.text), "ok", None)
     number = mn.parse_number(text)
-    if number is not None and info.number is not None:
+    both_equations = "=" in text and "=" in info.text  # y = 3 vs x = 3: leave to math-verify
+    if number is not None and info.number is not None and not both_equations:
         return Result(mn.numbers_equal(number, info.number), "ok", None)
     return mn.candidate_pairs(text, info.text)
 
 
 def _compare_batch(pairs: list[tuple[str, str]], timeout: float) -> list[Result]:
     """Results for many (pred, gold) pairs: cheap cascade first, then the worker pool."""
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {timeout!r}")
     results: list[Result | None] = [None] * len(pairs)
     pending: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for index, (pred, gold) in enumerate(pairs):

@@ -304,13 +304,21 @@ def choice_letter(text: str) -> str | None:
 _TEXT_ANSWER = re.compile(r"^[A-Za-z][A-Za-z' -]*[A-Za-z]$")
 
 
+_MATH_WORDS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln exp sqrt pi infty inf "
+    "min max det lim mod gcd lcm".split()
+)
+
+
 def is_text_answer(text: str) -> bool:
     """True for a plain word answer (``red``, ``right triangle``) best compared as text."""
     inner = text
     wrapped = _LETTER_WRAP.match(text)
     if wrapped and not wrapped.group(2).strip():
         inner = wrapped.group(1).strip()
-    return bool(_TEXT_ANSWER.match(inner)) and len(inner.replace(" ", "")) >= 3
+    if not _TEXT_ANSWER.match(inner) or len(inner.replace(" ", "")) < 3:
+        return False
+    return not any(word.lower() in _MATH_WORDS for word in re.split(r"[\s'-]+", inner))
 
 
 def text_key(text: str) -> str:

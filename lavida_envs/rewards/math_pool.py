@@ -21,6 +21,7 @@ import selectors
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -136,6 +137,7 @@ class WorkerPool:
         self.size = size
         self.workers: list[_Worker] = []
         self._ids = itertools.count()
+        self._lock = threading.Lock()  # one run at a time: replies are matched per worker
 
     def start(self, count: int | None = None) -> None:
         """Start workers up to ``count`` (default ``size``) and wait until they are ready."""
@@ -158,6 +160,10 @@ class WorkerPool:
 
     def run(self, items: list[list[tuple[str, str]]], timeout: float) -> list[Result]:
         """Check every item; never waits past the per-item deadlines."""
+        with self._lock:
+            return self._run(items, timeout)
+
+    def _run(self, items: list[list[tuple[str, str]]], timeout: float) -> list[Result]:
         results: list[Result | None] = [None] * len(items)
         per = max(1, min(MAX_BATCH, -(-len(items) // (2 * self.size))))
         queue = deque(list(range(i, min(i + per, len(items)))) for i in range(0, len(items), per))
@@ -183,7 +189,8 @@ class WorkerPool:
                 worker.batch, worker.position = (batch, indices), 0
                 if worker.ready:
                     worker.last_event = time.monotonic()
-                if not worker.send(message):
+                if not worker.send(message):  # died while idle: no item is to blame
+                    worker.position = -1
                     self._retire(worker, queue, results, "parse_error", "math worker exited")
 
     def _wait(self, queue: deque, timeout: float, results: list) -> None:
@@ -233,7 +240,9 @@ class WorkerPool:
         if worker.batch is not None:
             indices = worker.batch[1]
             rest = indices[worker.position + 1 :]
-            if not started:  # cannot start: fail everything left rather than loop on restarts
+            if worker.position < 0:  # nothing was sent: re-queue the whole batch
+                rest, failed = indices, []
+            elif not started:  # cannot start: fail everything left rather than loop on restarts
                 reason = f"{reason}: {worker.stderr_tail() or 'no stderr'}"
                 rest, failed = [], indices[worker.position :] + [i for b in queue for i in b]
                 queue.clear()
