@@ -1,0 +1,298 @@
+"""``DiffusionPolicy``: the LaViDa-R1 agent -- a masked-diffusion model acting on env observations.
+
+Contract (DESIGN sections 4-5): implements :class:`agents.policy.Policy` and
+:class:`agents.policy.TrainablePolicy`.
+
+* ``rollout(observations, num_samples, forced, generator) -> Rollouts``: prompts are built
+  by :mod:`agents.diffusion.layout`; rows sharing a response layout are sampled together by
+  :func:`agents.diffusion.sampler.sample` with :class:`DecodingConfig` (LLaDA names); the
+  record holds ``unmask_step`` (-1 prompt/padding, 0 forced, s >= 1 the step that revealed
+  the position) and ``extras`` (``task``, ``code_mask``, ``nfe``).
+* ``log_likelihood(rollouts, estimator, mask_seed) -> (B,)`` delegates to
+  :func:`agents.diffusion.likelihood.estimate_log_likelihood` (``mean_field`` |
+  ``random_mask`` | ``complementary``), with gradients.
+* The model function handed to the sampler and the estimators is
+  ``model_fn(input_ids, attention_mask) -> logits``: rows carry their batch index in two
+  leading, attention-masked tag columns, so the bound images and per-position vocabulary
+  constraints follow any subset or reordering of rows. Image-code positions may only
+  predict image codes; text positions never predict ``<mask>``, ``<pad>``, ``<image>``,
+  ``<boi>``, ``<eoi>`` or image codes.
+* ``save_pretrained(dir)`` writes the model (``config.json`` + safetensors), the tokenizer
+  and ``policy_config.json`` (decoding settings, codec, seed); ``from_pretrained(dir)``
+  rebuilds exactly the same policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from agents.diffusion.codec import ImageCodec, PaletteCodec, codec_from_dict
+from agents.diffusion.layout import IMAGE_TASKS, ResponseLayout, decode_response, image_tensor, task_of
+from agents.diffusion.model import DiffusionConfig, DiffusionModel
+from agents.diffusion.rows import RowBatch, assemble, tagged_model_fn, with_tags
+from agents.diffusion.tokenizer import build_tokenizer, special_ids
+from agents.policy import Rollouts, expand_forced
+
+__all__ = ["POLICY_CONFIG", "DecodingConfig", "DiffusionPolicy"]
+
+POLICY_CONFIG = "policy_config.json"
+ESTIMATORS = ("mean_field", "random_mask", "complementary")
+
+
+@dataclass
+class DecodingConfig:
+    """Sampling settings (LLaDA's names); per-task text lengths override ``gen_length``."""
+
+    gen_length: int = 64
+    steps: int = 64
+    block_length: int = 32
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    threshold: float | None = None
+    task_gen_length: dict[str, int] = field(default_factory=dict)
+
+    def validate(self) -> DecodingConfig:
+        """Raise ``ValueError`` naming the bad field; return self."""
+        for name in ("gen_length", "steps", "block_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"DecodingConfig.{name} must be a positive int, got {value!r}")
+        if self.remasking not in ("low_confidence", "random"):
+            raise ValueError(f"DecodingConfig.remasking must be 'low_confidence' or 'random', got {self.remasking!r}")
+        if self.temperature < 0:
+            raise ValueError(f"DecodingConfig.temperature must be >= 0, got {self.temperature}")
+        if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"DecodingConfig.threshold must be in (0, 1] or None, got {self.threshold}")
+        bad = {k: v for k, v in self.task_gen_length.items() if not isinstance(v, int) or v < 1}
+        if bad:
+            raise ValueError(f"DecodingConfig.task_gen_length values must be positive ints, got {bad}")
+        return self
+
+    def text_length(self, task: str) -> int:
+        """Text positions of a response for ``task``."""
+        return int(self.task_gen_length.get(task, self.gen_length))
+
+    def plan(self, length: int) -> tuple[int, int]:
+        """``(steps, block_length)`` for a response of ``length`` positions.
+
+        ``block_length`` falls back to one block when it does not divide ``length``; ``steps``
+        is the total number of denoising steps (at most one per position), rounded up to a
+        multiple of the number of blocks.
+        """
+        block = self.block_length if length % self.block_length == 0 else length
+        blocks = length // block
+        steps = min(length, self.steps)
+        return -(-steps // blocks) * blocks, block
+
+
+class DiffusionPolicy:
+    """Masked-diffusion policy over env observations (text answers and edited images)."""
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        tokenizer: PreTrainedTokenizerBase,
+        codec: ImageCodec | None = None,
+        decoding: DecodingConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.codec = codec if codec is not None else PaletteCodec()
+        self.decoding = (decoding or DecodingConfig()).validate()
+        self.seed = int(seed)
+        self.ids = special_ids(tokenizer)
+        if self.ids.codebook_size != self.codec.codebook_size:
+            raise ValueError(
+                f"tokenizer has {self.ids.codebook_size} image-code tokens but the codec's codebook has "
+                f"{self.codec.codebook_size}; build the tokenizer with build_tokenizer(codec.codebook_size)"
+            )
+        if model.config.vocab_size < len(tokenizer):
+            raise ValueError(f"model vocab_size {model.config.vocab_size} < tokenizer size {len(tokenizer)}")
+        for name, value in (("mask", self.ids.mask), ("image", self.ids.image)):
+            config_value = getattr(model.config, f"{name}_token_id")
+            if config_value != value:
+                raise ValueError(f"model config {name}_token_id={config_value} but the tokenizer's is {value}")
+
+    # ----- construction -------------------------------------------------------------
+    @classmethod
+    def tiny(cls, seed: int = 0, codec: ImageCodec | None = None, **config: Any) -> DiffusionPolicy:
+        """A freshly initialised small policy (~1M parameters); ``config`` overrides model fields."""
+        decoding = config.pop("decoding", None)
+        codec = codec if codec is not None else PaletteCodec()
+        tokenizer = build_tokenizer(codec.codebook_size)
+        ids = special_ids(tokenizer)
+        values = dict(
+            vocab_size=len(tokenizer), mask_token_id=ids.mask, pad_token_id=ids.pad,
+            eos_token_id=ids.eos, image_token_id=ids.image,
+        )  # fmt: skip
+        values.update(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = DiffusionModel(DiffusionConfig(**values))
+        return cls(model, tokenizer, codec, decoding, seed=seed)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live."""
+        return next(self.model.parameters()).device
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """The decoding settings as a JSON-able dict (recorded with results)."""
+        return asdict(self.decoding)
+
+    # ----- inputs -------------------------------------------------------------------
+    def prompt_ids(self, observation: dict) -> list[int]:
+        """Image placeholders then the prompt text's token ids."""
+        text = observation.get("prompt", "")
+        if not isinstance(text, str):
+            raise ValueError(f"observation 'prompt' must be a str, got {type(text).__name__}")
+        tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [self.ids.image] * self.model.config.num_patches + list(tokens)
+
+    def layout(self, task: str) -> ResponseLayout:
+        """The response layout for ``task``."""
+        grid = self.codec.grid if task in IMAGE_TASKS else 0
+        return ResponseLayout(self.decoding.text_length(task), grid)
+
+    def pixel_values(self, observations: list[dict]) -> torch.Tensor:
+        """(N, 3, S, S) float images in [-1, 1] at the model's image size."""
+        size = self.model.config.image_size
+        if not observations:
+            return torch.zeros(0, 3, size, size)
+        return torch.stack([image_tensor(obs["image"], size) for obs in observations])
+
+    def suffix_ids(self, suffix: str | None) -> list[int] | None:
+        """Token ids of a forced text suffix."""
+        return None if suffix is None else self.tokenizer(suffix, add_special_tokens=False)["input_ids"]
+
+    # ----- Policy / TrainablePolicy ---------------------------------------------------
+    def act(self, observations: list[dict], num_samples: int = 1) -> list[list[Any]]:
+        """``num_samples`` env actions per observation (seeded by the policy's seed)."""
+        generator = torch.Generator().manual_seed(self.seed)
+        actions = self.rollout(observations, num_samples, generator=generator).actions
+        return [actions[i * num_samples : (i + 1) * num_samples] for i in range(len(observations))]
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        observations: list[dict],
+        num_samples: int = 1,
+        forced: Sequence[str | None] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Rollouts:
+        """Sample ``num_samples`` responses per observation; ``forced`` holds text suffixes."""
+        from agents.diffusion.sampler import sample
+
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        n_obs = len(observations)
+        suffixes = expand_forced(forced, n_obs, num_samples)
+        tasks = [task_of(obs) for obs in observations]
+        obs_of_row = [i for i in range(n_obs) for _ in range(num_samples)]
+        pixel_values = self.pixel_values(observations).to(self.device)[obs_of_row]
+        prompts = [self.prompt_ids(obs) for obs in observations]
+        batch = RowBatch(
+            prompts=[prompts[i] for i in obs_of_row],
+            layouts=[self.layout(tasks[i]) for i in obs_of_row],
+            suffixes=[self.suffix_ids(s) for s in suffixes],
+        )
+        was_training = self.model.training
+        self.model.eval()
+        responses, records, nfe = [None] * len(obs_of_row), [None] * len(obs_of_row), 0
+        try:
+            for layout, rows in batch.groups().items():
+                prompt_ids, attention, forced_ids, forced_mask, codes, resp = batch.group_inputs(rows, self.ids)
+                steps, block = self.decoding.plan(layout.length)
+                model_fn = tagged_model_fn(self.model, pixel_values, codes.to(self.device), resp.to(self.device), self.ids)
+                out = sample(
+                    model_fn, prompt_ids.to(self.device), attention.to(self.device),
+                    gen_length=layout.length, steps=steps, block_length=block,
+                    temperature=self.decoding.temperature, remasking=self.decoding.remasking,
+                    threshold=self.decoding.threshold, mask_id=self.ids.mask,
+                    forced_ids=forced_ids.to(self.device), forced_mask=forced_mask.to(self.device),
+                    generator=generator, suppress_ids=[self.ids.pad, self.ids.image],
+                )  # fmt: skip
+                nfe += out.nfe
+                for k, row in enumerate(rows):
+                    responses[row] = out.sequences[k, -layout.length :].cpu()
+                    records[row] = out.unmask_step[k].cpu()
+        finally:
+            self.model.train(was_training)
+        texts, actions = [], []
+        for row, response in enumerate(responses):
+            obs = observations[obs_of_row[row]]
+            size = int(obs["image"].shape[0]) if hasattr(obs.get("image"), "shape") else self.codec.grid
+            text, action = decode_response(response, batch.layouts[row], self.tokenizer, self.ids, self.codec, size)
+            texts.append(text)
+            actions.append(action)
+        rollouts = assemble(batch, responses, records, self.ids)
+        rollouts.prompt_index = torch.tensor(obs_of_row, dtype=torch.long)
+        rollouts.texts, rollouts.actions = texts, actions
+        rollouts.pixel_values = pixel_values.cpu()
+        rollouts.extras.update(task=[tasks[i] for i in obs_of_row], nfe=nfe)
+        return rollouts
+
+    def log_likelihood(self, rollouts: Rollouts, estimator: str = "complementary", mask_seed: int = 0) -> torch.Tensor:
+        """Per-row ELBO estimate (B,) of the responses under the current model, with gradients."""
+        from agents.diffusion.likelihood import estimate_log_likelihood
+
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
+        device = self.device
+        code_mask = rollouts.extras.get("code_mask")
+        if code_mask is None:
+            code_mask = torch.zeros_like(rollouts.response_mask)
+        sequences, attention, response_mask, code_mask = with_tags(
+            rollouts.sequences, rollouts.attention_mask, rollouts.response_mask, code_mask, self.ids
+        )
+        pixel_values = None if rollouts.pixel_values is None else rollouts.pixel_values.to(device)
+        model_fn = tagged_model_fn(self.model, pixel_values, code_mask.to(device), response_mask.to(device), self.ids)
+        estimate = estimate_log_likelihood(
+            model_fn, sequences.to(device), response_mask.to(device), estimator=estimator,
+            mask_seed=mask_seed, mask_id=self.ids.mask, attention_mask=attention.to(device),
+        )  # fmt: skip
+        return estimate.loglik
+
+    # ----- persistence ----------------------------------------------------------------
+    def save_pretrained(self, path: str) -> None:
+        """Write model, tokenizer and ``policy_config.json`` (decoding, codec, seed) to ``path``."""
+        os.makedirs(path, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        meta = {
+            "format": "lavida-diffusion-policy",
+            "version": 1,
+            "decoding": self.decoding_settings(),
+            "codec": self.codec.to_dict(),
+            "seed": self.seed,
+        }
+        with open(os.path.join(path, POLICY_CONFIG), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+
+    @classmethod
+    def from_pretrained(cls, path: str, device: str | torch.device | None = None) -> DiffusionPolicy:
+        """Rebuild a policy written by :meth:`save_pretrained`."""
+        meta_path = os.path.join(path, POLICY_CONFIG)
+        if not os.path.isfile(meta_path):
+            raise FileNotFoundError(f"{meta_path} not found: {path!r} is not a DiffusionPolicy checkpoint")
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        for key in ("decoding", "codec"):
+            if key not in meta:
+                raise ValueError(f"{meta_path}: missing field {key!r}")
+        try:
+            decoding = DecodingConfig(**meta["decoding"])
+        except TypeError as exc:
+            raise ValueError(f"{meta_path}: bad field 'decoding': {exc}") from None
+        model = DiffusionModel.from_pretrained(path)
+        if device is not None:
+            model = model.to(device)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, codec_from_dict(meta["codec"]), decoding, seed=int(meta.get("seed", 0)))

@@ -1,0 +1,147 @@
+"""Policy protocols (DESIGN section 4): what evaluation needs and what the trainer needs.
+
+* :class:`Policy` -- ``act(observations, num_samples=1) -> list[list[action]]``: for each
+  observation ``{"image": uint8[H, W, 3], "prompt": str}``, ``num_samples`` env actions.
+* :func:`as_policy` -- any callable ``obs -> action`` becomes a :class:`Policy`.
+* :class:`TrainablePolicy` -- ``rollout`` (token ids, response masks, decoded actions and,
+  for diffusion, the unmask record) and ``log_likelihood(rollouts, estimator, mask_seed)``
+  (exact log-prob for autoregressive models, an ELBO estimate for diffusion models), plus
+  ``save_pretrained`` / ``from_pretrained``.
+* :class:`Rollouts` -- one record per sampled response. Rows are observation-major: row
+  ``i * num_samples + j`` is sample ``j`` of observation ``i`` (``prompt_index`` says which).
+
+``forced`` (answer forcing): ``None`` or a list with one entry per observation or one per
+output row; an entry is ``None`` (free sampling) or a text suffix (e.g.
+``"<answer>42</answer>"``) that is tokenized and fixed as the last tokens of the text part
+of the response from the start of sampling; the model writes everything before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import torch
+
+__all__ = ["CallablePolicy", "Policy", "Rollouts", "TrainablePolicy", "as_policy", "expand_forced"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that maps observations to env actions."""
+
+    def act(self, observations: list[dict], num_samples: int = 1) -> list[list[Any]]:
+        """``num_samples`` actions for each observation (outer list: observations)."""
+        ...
+
+
+@dataclass
+class Rollouts:
+    """Sampled responses of a batch: token ids, masks, decoded text/actions, unmask record."""
+
+    sequences: torch.Tensor  # (B, L) long: prompt + response token ids
+    response_mask: torch.Tensor  # (B, L) bool: response positions (scored by the likelihood)
+    prompt_index: torch.Tensor  # (B,) long: the observation each row answers
+    texts: list[str]  # decoded response text per row
+    actions: list[Any]  # env action per row
+    attention_mask: torch.Tensor  # (B, L) bool: real (non-padding) positions
+    unmask_step: torch.Tensor | None = None  # (B, L) long: -1 prompt, 0 forced, s>=1 step; None for AR
+    forced_mask: torch.Tensor | None = None  # (B, L) bool: positions fixed before sampling
+    pixel_values: torch.Tensor | None = None  # (B, 3, H, W) float: observed images
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.sequences.shape[0])
+
+    def to(self, device: torch.device | str) -> Rollouts:
+        """The same rollouts with every tensor (including tensors in ``extras``) on ``device``."""
+
+        def move(value: Any) -> Any:
+            return value.to(device) if isinstance(value, torch.Tensor) else value
+
+        return Rollouts(
+            sequences=move(self.sequences),
+            response_mask=move(self.response_mask),
+            prompt_index=move(self.prompt_index),
+            texts=list(self.texts),
+            actions=list(self.actions),
+            attention_mask=move(self.attention_mask),
+            unmask_step=move(self.unmask_step),
+            forced_mask=move(self.forced_mask),
+            pixel_values=move(self.pixel_values),
+            extras={k: move(v) for k, v in self.extras.items()},
+        )
+
+
+@runtime_checkable
+class TrainablePolicy(Policy, Protocol):
+    """A policy the one trainer can optimise (diffusion or autoregressive backbone)."""
+
+    def rollout(
+        self,
+        observations: list[dict],
+        num_samples: int = 1,
+        forced: Sequence[str | None] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Rollouts:
+        """Sample ``num_samples`` responses per observation (``forced``: text suffixes)."""
+        ...
+
+    def log_likelihood(self, rollouts: Rollouts, estimator: str, mask_seed: int) -> torch.Tensor:
+        """Per-row log-likelihood (or ELBO estimate) of the responses, with gradients: (B,)."""
+        ...
+
+    def save_pretrained(self, path: str) -> None:
+        """Write everything needed to rebuild the policy to directory ``path``."""
+        ...
+
+    @classmethod
+    def from_pretrained(cls, path: str) -> TrainablePolicy:
+        """Rebuild a policy saved with ``save_pretrained``."""
+        ...
+
+
+class CallablePolicy:
+    """A :class:`Policy` that calls ``fn(observation)`` once per requested sample."""
+
+    def __init__(self, fn: Callable[[dict], Any], name: str | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"as_policy needs a callable obs -> action, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    def act(self, observations: list[dict], num_samples: int = 1) -> list[list[Any]]:
+        """``[[fn(obs) for each sample] for each obs]``."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        return [[self.fn(obs) for _ in range(num_samples)] for obs in observations]
+
+    def __repr__(self) -> str:
+        return f"CallablePolicy({self.name})"
+
+
+def as_policy(fn: Callable[[dict], Any] | Policy) -> Policy:
+    """``fn`` itself if it already has ``act``, else a :class:`CallablePolicy` around it."""
+    if isinstance(fn, Policy):
+        return fn
+    return CallablePolicy(fn)
+
+
+def expand_forced(
+    forced: Sequence[str | None] | None, num_observations: int, num_samples: int
+) -> list[str | None]:
+    """One forced suffix (or None) per output row from a per-observation or per-row list."""
+    rows = num_observations * num_samples
+    if forced is None:
+        return [None] * rows
+    forced = list(forced)
+    bad = [f for f in forced if f is not None and not isinstance(f, str)]
+    if bad:
+        raise TypeError(f"forced entries must be str or None, got {type(bad[0]).__name__}")
+    if len(forced) == rows:
+        return forced
+    if len(forced) == num_observations:
+        return [f for f in forced for _ in range(num_samples)]
+    raise ValueError(
+        f"forced must have one entry per observation ({num_observations}) or per row ({rows}), got {len(forced)}"
+    )
