@@ -248,6 +248,8 @@ def _unit_vertices(kind: str) -> tuple[tuple[float, float], ...]:
 
 
 _UNIT = {k: _unit_vertices(k) for k in KINDS if k != "circle"}
+_BG = np.array(BACKGROUND, dtype=np.uint8)
+_RGB = {name: np.array(rgb, dtype=np.uint8) for name, rgb in PALETTE.items()}
 
 
 @lru_cache(maxsize=8192)
@@ -305,11 +307,11 @@ def render_scene(scene: Scene, image_size: int) -> np.ndarray:
     """The scene as a uint8 ``(S, S, 3)`` image: palette colours only, on the background."""
     image_size = int(image_size)
     img = np.empty((image_size, image_size, 3), dtype=np.uint8)
-    img[...] = BACKGROUND
+    img[:] = _BG
     for shape in scene.shapes:
         left, top, patch = _patch(shape, image_size)
         region = img[top : top + patch.shape[0], left : left + patch.shape[1]]
-        region[patch] = PALETTE[shape.color]
+        np.copyto(region, _RGB[shape.color], where=patch[..., None])
     return img
 
 
