@@ -33,7 +33,15 @@ __all__ = ["Result", "WorkerPool", "STARTUP_TIMEOUT"]
 STARTUP_TIMEOUT = 60.0
 #: Most items sent to one worker in one message.
 MAX_BATCH = 16
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+_WORKER_FILE = str(Path(__file__).resolve().with_name("math_worker.py"))
+# Load math_worker.py by path without importing the lavida_envs package (which pulls in
+# gymnasium and numpy: slower start, more memory per worker); the '' entry that -c puts
+# on sys.path is dropped first so nothing in the current directory can shadow a module.
+_BOOT = (
+    "import sys; sys.path.pop(0); import importlib.util as u; "
+    "s = u.spec_from_file_location('lavida_math_worker', sys.argv[1]); m = u.module_from_spec(s); "
+    "s.loader.exec_module(m); sys.exit(m.main())"
+)
 
 
 class Result(NamedTuple):
@@ -45,18 +53,15 @@ class Result(NamedTuple):
 
 
 class _Worker:
-    """One ``python -m lavida_envs.rewards.math_worker`` child and its read buffer."""
+    """One math_worker.py child process and its read buffer."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH")) if p)
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lavida_envs.rewards.math_worker"],
+            [sys.executable, "-c", _BOOT, _WORKER_FILE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
-            env=env,
             close_fds=True,
         )
         self.fd = self.proc.stdout.fileno()

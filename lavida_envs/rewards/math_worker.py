@@ -1,6 +1,10 @@
-"""Subprocess worker that compares math answers with math-verify (``python -m`` this module).
+"""Subprocess worker that compares math answers with math-verify (stdlib + math-verify only).
 
-Protocol (one JSON object per line; the parent is :mod:`lavida_envs.rewards.math`):
+Started by :mod:`lavida_envs.rewards.math_pool` (loaded by file path, so the worker does
+not import the ``lavida_envs`` package); ``python -m lavida_envs.rewards.math_worker``
+runs it by hand.
+
+Protocol (one JSON object per line; the parent side is :mod:`lavida_envs.rewards.math_pool`):
 
 * worker -> parent, once at start: ``{"ready": true, "pid": int}``
 * parent -> worker: ``{"id": int, "timeout": float, "items": [[[pred, gold], ...], ...]}``;
