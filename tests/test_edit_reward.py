@@ -12,6 +12,7 @@ import pytest
 
 from lavida_envs.rewards.edit import CLIPScorer, JudgeScorer, coerce_image, edit_fidelity, edit_fidelity_details
 from lavida_envs.rewards.edit_judge import parse_judge_reply
+from tiny_clip import WORDS, build_tiny_clip
 
 WHITE, RED, BLUE, GREEN = (255, 255, 255), (230, 25, 75), (0, 130, 200), (60, 180, 75)
 
@@ -133,44 +134,9 @@ def test_import_is_torch_free():
 
 
 # ----- CLIP -----------------------------------------------------------------------------
-WORDS = "a an the red green blue circle square star recolor to make scene with of and shape".split()
-
-
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
-    vocab = {tok: i for i, tok in enumerate(specials + WORDS)}
-    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>", eos_token="<eos>"
-    )
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-            num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-        ),
-        vision_config=dict(
-            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            image_size=32, patch_size=8,
-        ),
-        projection_dim=8,
-    )
-    torch.manual_seed(0)
-    model = CLIPModel(config).eval()
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    path = tmp_path_factory.mktemp("tiny_clip")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 def _images(seed: int, n: int) -> list[np.ndarray]:
