@@ -170,3 +170,23 @@ def test_hostile_answers_inside_the_layout_get_format_credit_only(payload, tmp_p
     assert time.perf_counter() - start < 4.0
     assert step["reward_components"]["accuracy"] == 0.0 and reward <= 0.1 + 1e-9
     assert not os.path.exists(marker)
+
+
+def test_spec_for_replays_exactly_what_problem_builds():
+    env = VisualMathEnv(split="test", difficulty="mixed", image_size=48)
+    for index in (0, 5, 77):
+        spec, rng, level = env.spec_for(index)
+        built, expected = env.build_problem(spec, rng, level), env.problem(index)
+        assert built.key == expected.key and np.array_equal(built.image, expected.image)
+        assert built.prompt == expected.prompt and built.answer == expected.answer
+
+
+def test_bench_envs_prints_a_table(capsys):
+    from evaluation.bench_envs import main
+
+    assert main(["--n", "8", "--difficulty", "3", "--image-size", "48", "--core", "-1"]) == 0
+    out = capsys.readouterr().out
+    for row in ("reset (generate+render)", "reset+step (oracle answer)", "build_problem", "render only"):
+        assert row in out
+    with pytest.raises(SystemExit):
+        main(["--help"])

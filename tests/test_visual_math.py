@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from lavida_envs.render import ALL_COLORS
 from lavida_envs.tasks.math_arith import arith_spec, expr_tokens, fraction_spec
 from lavida_envs.tasks.math_charts import chart_spec
-from lavida_envs.tasks.math_families import FAMILIES, LEVEL_MIX, draw_spec, make_multiple_choice
+from lavida_envs.tasks.math_families import FAMILIES, LEVEL_MIX, build_spec, draw_draft, draw_spec, make_multiple_choice
 from lavida_envs.tasks.math_geometry import angles_spec, circle_spec, right_spec
 from lavida_envs.tasks.math_spec import LETTERS
 from lavida_envs.tasks.visual_math import VisualMathEnv, build_prompt
@@ -188,3 +189,35 @@ def test_families_kwarg_restricts_and_validates():
 def test_draw_spec_is_deterministic_per_rng():
     a = [draw_spec(random.Random(i), 5).key for i in range(50)]
     assert a == [draw_spec(random.Random(i), 5).key for i in range(50)]
+
+
+def test_draft_key_is_the_built_spec_key():
+    for i in range(100):
+        rng = random.Random(i)
+        draft = draw_draft(rng, 1 + i % 5)
+        spec = build_spec(draft, rng, 1 + i % 5)
+        assert draft.key == spec.key and (spec.choices is not None) == draft.multiple_choice
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name, split", [("geometry3k", "train"), ("mathvista", "test"), ("mathverse", "test")])
+def test_real_datasets_load_through_the_env_and_score_with_meta(name, split):
+    env = VisualMathEnv(dataset=name, data_dir=str(FIXTURES / name), split=split, image_size=64)
+    assert env.num_problems() >= 3
+    for index in range(env.num_problems()):
+        obs, info = env.reset(options={"index": index})
+        assert obs["image"].shape == (64, 64, 3) and info["source"] != "procedural"
+        assert env.step(info["solution"])[1] == pytest.approx(1.0), info
+        choices = env._problem.meta.get("choices")
+        if choices:  # multiple choice: the option text counts like the letter, another letter does not
+            gold_text = choices[LETTERS.index(info["answer"])]
+            assert env.step(f"<think>t</think><answer>{gold_text}</answer>")[1] == pytest.approx(1.0)
+            wrong = next(x for x in "ABCD" if x != info["answer"])
+            assert env.step(f"<think>t</think><answer>{wrong}</answer>")[1] == pytest.approx(0.1)
+
+
+def test_unknown_dataset_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="nope"):
+        VisualMathEnv(dataset="nope", data_dir=str(FIXTURES))

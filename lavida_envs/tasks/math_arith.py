@@ -97,13 +97,13 @@ def _arith_tree(rng: random.Random, level: int):
     return ("−", ("×", rng.randint(2, 12), rng.randint(2, 12)), ("÷", d * rng.randint(1, 9), d))
 
 
-def sample_arith(rng: random.Random, level: int) -> MathSpec:
-    """An integer-valued expression with a non-negative value."""
+def draw_arith(rng: random.Random, level: int):
+    """An expression tree with a non-negative integer value."""
     while True:
         tree = _arith_tree(rng, level)
         value = expr_value(tree)
         if value >= 0 and value.denominator == 1:
-            return arith_spec(tree, restate=level >= 3)
+            return tree
 
 
 def arith_spec(tree, restate: bool = False) -> MathSpec:
@@ -118,7 +118,7 @@ def arith_spec(tree, restate: bool = False) -> MathSpec:
 
 def verify_arith(spec: MathSpec) -> None:
     """Re-evaluate the expression with sympy and compare to the gold."""
-    value = sympy.simplify(_sympy_value(spec.content))
+    value = _sympy_value(spec.content)  # sympy evaluates integer arithmetic exactly
     assert value.is_integer and value == sympy.Integer(spec.answer), (spec, value)
 
 
@@ -154,7 +154,8 @@ def render_arith(spec: MathSpec, rng: random.Random, size: int, level: int) -> n
 
 
 # ----- fractions -----------------------------------------------------------------------------
-def _fraction_content(rng: random.Random, level: int) -> tuple:
+def draw_fraction(rng: random.Random, level: int) -> tuple:
+    """``(op, a, b, c, d)`` for ``a/b op c/d`` with a non-negative value."""
     if level <= 3:
         b = rng.randint(3, 9)
         a, c = rng.randint(1, b - 1), rng.randint(1, b - 1)
@@ -177,13 +178,8 @@ def _fraction_value(op: str, a: int, b: int, c: int, d: int) -> Fraction:
     }[op]
 
 
-def sample_fraction(rng: random.Random, level: int) -> MathSpec:
-    """``a/b op c/d`` with a reduced rational gold and typical-mistake distractors."""
-    return fraction_spec(_fraction_content(rng, level), rng)
-
-
 def fraction_spec(content: tuple, rng: random.Random | None = None) -> MathSpec:
-    """The spec of ``(op, a, b, c, d)``; ``rng`` orders the distractor candidates."""
+    """The spec of ``(op, a, b, c, d)``: reduced gold, typical-mistake distractors (``rng`` orders them)."""
     op, a, b, c, d = content
     value = _fraction_value(*content)
     gold = frac_latex(value)
@@ -232,5 +228,6 @@ def render_fraction(spec: MathSpec, rng: random.Random, size: int, level: int) -
     return to_array(img)
 
 
-ARITH = Family("arith", sample_arith, render_arith, verify_arith)
-FRACTION = Family("fraction", sample_fraction, render_fraction, verify_fraction, multiple_choice=True)
+ARITH = Family("arith", draw_arith, lambda c, rng, level: arith_spec(c, restate=level >= 3), render_arith, verify_arith)
+FRACTION = Family("fraction", draw_fraction, lambda c, rng, level: fraction_spec(c, rng), render_fraction,
+                  verify_fraction, multiple_choice=True)

@@ -53,8 +53,8 @@ def _explain(values: tuple[int, ...], question: str, targets: tuple[int, ...], a
     return f"The sum is {' + '.join(map(str, values))} = {answer}."
 
 
-def sample_chart(rng: random.Random, level: int) -> MathSpec:
-    """A chart of 3-6 values and one question about them."""
+def draw_chart(rng: random.Random, level: int) -> tuple:
+    """A chart of 3-6 values and one question about them: ``(kind, values, question, targets)``."""
     level = min(max(level, 3), 5)
     top, unit, _, _ = _SCALES[level]
     n = rng.randint(3, 4) if level == 3 else rng.randint(4, 5 if level == 4 else 6)
@@ -72,7 +72,7 @@ def sample_chart(rng: random.Random, level: int) -> MathSpec:
         if values[i] == values[j]:
             j = next(k for k in range(n) if values[k] != values[i])
         targets = (i, j) if values[i] > values[j] else (j, i)
-    return chart_spec((kind, values, question, targets))
+    return (kind, values, question, targets)
 
 
 def chart_spec(content: tuple) -> MathSpec:
@@ -137,4 +137,4 @@ def render_chart(spec: MathSpec, rng: random.Random, size: int, level: int) -> n
     return to_array(img)
 
 
-CHART = Family("chart", sample_chart, render_chart, verify_chart)
+CHART = Family("chart", draw_chart, lambda c, rng, level: chart_spec(c), render_chart, verify_chart)

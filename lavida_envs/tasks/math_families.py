@@ -3,7 +3,8 @@
 ``FAMILIES`` maps a family name to its :class:`~lavida_envs.tasks.math_spec.Family`;
 ``LEVEL_MIX`` gives the weighted families of each difficulty level and ``MC_PROB`` the
 chance that a problem of a multiple-choice-capable family is asked as options A-D.
-``draw_spec(rng, level)`` draws one problem's content from that mixture.
+``draw_draft(rng, level)`` draws one problem's content from that mixture (cheap: what the
+split redraws need); ``build_spec(draft, rng, level)`` turns it into the full spec.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import replace
 from lavida_envs.tasks.math_arith import ARITH, FRACTION
 from lavida_envs.tasks.math_charts import CHART
 from lavida_envs.tasks.math_geometry import ANGLES, CIRCLE, RIGHT
-from lavida_envs.tasks.math_spec import LETTERS, Family, MathSpec
+from lavida_envs.tasks.math_spec import LETTERS, Draft, Family, MathSpec
 
-__all__ = ["FAMILIES", "LEVEL_MIX", "MC_PROB", "draw_spec", "make_multiple_choice"]
+__all__ = ["FAMILIES", "LEVEL_MIX", "MC_PROB", "build_spec", "draw_draft", "draw_spec", "make_multiple_choice"]
 
 #: Every family by name.
 FAMILIES: dict[str, Family] = {f.name: f for f in (ARITH, FRACTION, ANGLES, RIGHT, CIRCLE, CHART)}
@@ -43,13 +44,22 @@ def make_multiple_choice(spec: MathSpec, rng: random.Random) -> MathSpec:
     return replace(spec, choices=tuple(options), gold_index=options.index(spec.answer))
 
 
-def draw_spec(rng: random.Random, level: int, family: str | None = None) -> MathSpec:
-    """One problem's content at ``level``: a family from the mixture (or ``family``), maybe as MC."""
+def draw_draft(rng: random.Random, level: int, family: str | None = None) -> Draft:
+    """One problem's content at ``level``: a family from the mixture (or ``family``), maybe MC."""
     if family is None:
         names, weights = zip(*LEVEL_MIX[level])
         family = rng.choices(names, weights)[0]
     fam = FAMILIES[family]
-    spec = fam.sample(rng, level)
-    if fam.multiple_choice and rng.random() < MC_PROB[level]:
-        spec = make_multiple_choice(spec, rng)
-    return spec
+    content = fam.draw(rng, level)
+    return Draft(family, content, fam.multiple_choice and rng.random() < MC_PROB[level])
+
+
+def build_spec(draft: Draft, rng: random.Random, level: int) -> MathSpec:
+    """The full spec of ``draft`` (``rng`` continues: distractor and option order)."""
+    spec = FAMILIES[draft.family].build(draft.content, rng, level)
+    return make_multiple_choice(spec, rng) if draft.multiple_choice else spec
+
+
+def draw_spec(rng: random.Random, level: int, family: str | None = None) -> MathSpec:
+    """:func:`draw_draft` then :func:`build_spec` with the same ``rng``."""
+    return build_spec(draw_draft(rng, level, family), rng, level)

@@ -1,11 +1,12 @@
 """The visual math problem spec, the family interface and exact answer formatting.
 
-A :class:`MathSpec` is a drawn problem's content (the numbers the picture will show, the
-question, the gold answer and the reasoning steps), independent of layout. Its ``key``
-(family + canonical content) decides the split. A :class:`Family` bundles the three
-functions of one problem type: ``sample(rng, level) -> MathSpec``, ``render(spec, rng,
-size, level) -> uint8[size, size, 3]`` and ``verify(spec)``, which re-derives the gold
-with sympy from the constructed values and raises ``AssertionError`` on a mismatch.
+A problem is drawn in two steps so that redraws for the other split stay cheap: a
+:class:`Draft` (family + canonical ``content`` tuple, whose ``key`` decides the split),
+then the full :class:`MathSpec` built from it (question, exact gold, reasoning steps,
+distractors), independent of layout. A :class:`Family` bundles the functions of one
+problem type: ``draw(rng, level) -> content``, ``build(content, rng, level) -> MathSpec``,
+``render(spec, rng, size, level) -> uint8[size, size, 3]`` and ``verify(spec)``, which
+re-derives the gold with sympy from the constructed values (AssertionError on a mismatch).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fractions import Fraction
 import numpy as np
 
 __all__ = [
+    "Draft",
     "Family",
     "LETTERS",
     "MathSpec",
@@ -68,14 +70,33 @@ class MathSpec:
 
 
 @dataclass(frozen=True)
+class Draft:
+    """A drawn problem before it is built: family, content and whether it is asked as MC."""
+
+    family: str
+    content: tuple
+    multiple_choice: bool = False
+
+    @property
+    def key(self) -> str:
+        """Same key as the :class:`MathSpec` it builds into."""
+        return f"{self.family}|{self.content!r}"
+
+
+@dataclass(frozen=True)
 class Family:
-    """One problem type: sampler, renderer and sympy verifier of its gold answers."""
+    """One problem type: content sampler, spec builder, renderer and sympy verifier."""
 
     name: str
-    sample: Callable[[random.Random, int], MathSpec]
+    draw: Callable[[random.Random, int], tuple]
+    build: Callable[[tuple, random.Random, int], MathSpec]
     render: Callable[[MathSpec, random.Random, int, int], np.ndarray]
     verify: Callable[[MathSpec], None]
     multiple_choice: bool = False  # has distractors for a multiple-choice variant
+
+    def sample(self, rng: random.Random, level: int) -> MathSpec:
+        """Draw content and build its spec in one go."""
+        return self.build(self.draw(rng, level), rng, level)
 
 
 def layout_jitter(level: int) -> tuple[float, float]:

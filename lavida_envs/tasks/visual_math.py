@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 
 from lavida_envs.base import Problem, Score, TaskEnv, coerce_text
-from lavida_envs.tasks.math_families import FAMILIES, LEVEL_MIX, draw_spec
-from lavida_envs.tasks.math_spec import LETTERS, MathSpec
+from lavida_envs.tasks.math_families import FAMILIES, LEVEL_MIX, build_spec, draw_draft
+from lavida_envs.tasks.math_spec import LETTERS, Draft, MathSpec
 
 __all__ = ["VisualMathConfig", "VisualMathEnv", "build_prompt"]
 
@@ -96,25 +96,29 @@ class VisualMathEnv(TaskEnv):
         self.config.validate()
         super().__init__(*args, **kwargs)
 
-    def sample_spec(self, rng: random.Random, difficulty: int) -> MathSpec:
+    def sample_spec(self, rng: random.Random, difficulty: int) -> Draft:
         """Draw a problem's content at ``difficulty`` (family from the mixture or the allowed set)."""
         family = None
         if self.config.families is not None:
             allowed = [name for name, _ in LEVEL_MIX[difficulty] if name in self.config.families]
             family = rng.choice(allowed or sorted(self.config.families))
-        return draw_spec(rng, difficulty, family)
+        return draw_draft(rng, difficulty, family)
 
     @staticmethod
     def clear_caches() -> None:
         """Forget which specs were already sympy-checked (benchmarks time cold generation)."""
         _verify.cache_clear()
 
-    def render_spec(self, spec: MathSpec, rng: random.Random, difficulty: int) -> np.ndarray:
-        """Only the picture of ``spec`` (the family's renderer; no checks, no prompt)."""
+    def render_spec(self, spec: MathSpec | Draft, rng: random.Random, difficulty: int) -> np.ndarray:
+        """Only the picture (the family's renderer; a draft is built first, nothing is checked)."""
+        if isinstance(spec, Draft):
+            spec = build_spec(spec, rng, difficulty)
         return FAMILIES[spec.family].render(spec, rng, self.image_size, difficulty)
 
-    def build_problem(self, spec: MathSpec, rng: random.Random, difficulty: int) -> Problem:
-        """Check the gold with sympy, render the picture and write the prompt."""
+    def build_problem(self, spec: MathSpec | Draft, rng: random.Random, difficulty: int) -> Problem:
+        """Build the spec, check its gold with sympy, render the picture and write the prompt."""
+        if isinstance(spec, Draft):
+            spec = build_spec(spec, rng, difficulty)
         _verify(spec)
         image = self.render_spec(spec, rng, difficulty)
         meta = {
