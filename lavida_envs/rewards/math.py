@@ -10,6 +10,10 @@ Contract:
   extracts from a full model output and returns a :class:`MathVerdict` ``(correct,
   parsed, status, error)`` with status in ``ok | no_answer | too_long | rejected |
   parse_error | timeout``; the math accuracy reward is ``float(verdict.correct)``.
+  ``answer_type``: ``None``/``"auto"``/``"math"`` run the full cascade below;
+  ``"choice"`` (implied by ``choices``) takes a letter in any common form, or text equal
+  to the gold option; ``"number"`` accepts plain numbers only (exact, percent rule);
+  ``"text"`` compares case- and space-insensitively.
 
 Cascade per pair (cheap first; only the last step leaves the parent process):
 ``screen`` (length cap, character whitelist, code-like tokens, nesting / power-tower
@@ -40,7 +44,15 @@ from lavida_envs.rewards import math_normalize as mn
 from lavida_envs.rewards.format import find_boxed
 from lavida_envs.rewards.math_pool import Result, WorkerPool
 
-__all__ = ["MathVerdict", "check_answer", "extract_answer", "math_equal", "math_equal_batch", "shutdown"]
+__all__ = [
+    "MathVerdict",
+    "check_answer",
+    "extract_answer",
+    "math_equal",
+    "math_equal_batch",
+    "shutdown",
+    "warmup",
+]
 
 #: Full model outputs longer than this are not searched for an answer.
 MAX_TEXT_CHARS = 1 << 16
