@@ -12,9 +12,9 @@ For any registered env id it measures, over the same ``--n`` problem indices:
   (VisualMath: the family's drawing function alone).
 
 Ratios are relative to ``build_problem``. Per-problem caches (``env.clear_caches()`` where
-the env has one) are cleared before each pass, so every pass does the same work. The process (and the answer-checking workers it
-starts) is pinned to one core with ``--core``. The VisualMath issue target is >= 500
-resets/s at the defaults.
+the env has one) are cleared before each pass, so every pass does the same work. The
+process (and the answer-checking workers it starts) is pinned to one core with ``--core``.
+The VisualMath issue target is >= 500 resets/s at the defaults.
 """
 
 from __future__ import annotations

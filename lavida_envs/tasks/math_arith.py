@@ -43,7 +43,9 @@ def _sympy_value(node) -> sympy.Expr:
         return sympy.Integer(node)
     op, left, right = node
     a, b = _sympy_value(left), _sympy_value(right)
-    return {"+": sympy.Add(a, b), "−": sympy.Add(a, -b), "×": sympy.Mul(a, b), "÷": sympy.Mul(a, sympy.Pow(b, -1))}[op]
+    if op in "+−":
+        return sympy.Add(a, b if op == "+" else -b)
+    return sympy.Mul(a, b if op == "×" else sympy.Pow(b, -1))
 
 
 def expr_tokens(node, parent_prec: int = 0, right_side: bool = False) -> list[str]:

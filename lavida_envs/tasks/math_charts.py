@@ -83,7 +83,8 @@ def chart_spec(content: tuple) -> MathSpec:
     read = ", ".join(f"{LABELS[i]} = {v}" for i, v in enumerate(values))
     how = _explain(values, question, targets, answer)
     text = _QUESTIONS[question].format(*names, kind=kind)
-    return MathSpec("chart", (kind, values, question, targets), text, str(answer), (f"Reading the chart: {read}.", how), "number")
+    steps = (f"Reading the chart: {read}.", how)
+    return MathSpec("chart", (kind, values, question, targets), text, str(answer), steps, "number")
 
 
 def verify_chart(spec: MathSpec) -> None:
@@ -115,7 +116,8 @@ def render_chart(spec: MathSpec, rng: random.Random, size: int, level: int) -> n
         if v % tick == 0 and level >= 4:
             draw_label(draw, str(v), left - 0.08 * size, y_of(v), font)
     lw = max(1, size // 96)
-    draw.line([(round(left), round(ytop)), (round(left), round(ybase)), (round(right), round(ybase))], fill=INK, width=lw)
+    axes = [(round(left), round(ytop)), (round(left), round(ybase)), (round(right), round(ybase))]
+    draw.line(axes, fill=INK, width=lw)
     n = len(values)
     slot = (right - left) / n
     color = PALETTE[rng.choice(_BAR_COLORS)]

@@ -73,7 +73,7 @@ def angles_spec(given: tuple[int, int], rng: random.Random | None = None) -> Mat
     a, b = sorted(given)
     c = 180 - a - b
     steps = (f"The angles of a triangle sum to 180. 180 - {a} - {b} = {c}.",)
-    wrong = [str(180 - a), str(180 - b), str(c + 10), str(abs(c - 10)), str(90 - c) if c < 90 else str(c - 5), str(a + b)]
+    wrong = [str(180 - a), str(180 - b), str(c + 10), str(abs(c - 10)), str(abs(90 - c) or 45), str(a + b)]
     distractors = pick_distractors(rng or random.Random(0), str(c), wrong, [str(c + k) for k in (5, 15, 20, 25)])
     return MathSpec("angles", (a, b), ANGLES_QUESTION, str(c), steps, "number", distractors)
 
@@ -131,7 +131,8 @@ def right_spec(content: tuple[str, int, int], rng: random.Random | None = None) 
         _, a, b = content
         n = a * a + b * b
         steps = (f"By Pythagoras the hypotenuse is sqrt({a}^2 + {b}^2) = sqrt({n}) = {surd_latex(n)}.",)
-        wrong = [str(a + b), surd_latex(n + 1), surd_latex(abs(b * b - a * a) or 2), surd_latex(2 * n), surd_latex(a + b)]
+        wrong = [str(a + b), surd_latex(n + 1), surd_latex(abs(b * b - a * a) or 2), surd_latex(2 * n),
+                 surd_latex(a + b)]
     else:
         _, c, a = content
         n = c * c - a * a
@@ -192,7 +193,8 @@ def circle_spec(content: tuple[str, str, int], rng: random.Random | None = None)
     formula = f"A = pi r^2 = pi * {r}^2" if quantity == "area" else f"C = 2 pi r = 2 * pi * {r}"
     steps = (given, f"{formula} = {pi_latex(coef)}.")
     wrong = [pi_latex(k) for k in (2 * r, r * r, r, 4 * r * r, 4 * r) if k != coef] + [str(coef)]
-    distractors = pick_distractors(rng or random.Random(0), pi_latex(coef), wrong, [pi_latex(coef + k) for k in (1, 2, 3)])
+    fallback = [pi_latex(coef + k) for k in (1, 2, 3)]
+    distractors = pick_distractors(rng or random.Random(0), pi_latex(coef), wrong, fallback)
     return MathSpec("circle", (quantity, shown, r), CIRCLE_QUESTION.format(quantity), pi_latex(coef), steps,
                     "math", distractors)
 

@@ -137,7 +137,9 @@ def pi_latex(coef: int) -> str:
     return "\\pi" if coef == 1 else f"{coef}\\pi"
 
 
-def pick_distractors(rng: random.Random, gold: str, candidates: Sequence[str], fallback: Sequence[str]) -> tuple[str, ...]:
+def pick_distractors(
+    rng: random.Random, gold: str, candidates: Sequence[str], fallback: Sequence[str]
+) -> tuple[str, ...]:
     """Three distinct wrong options: from ``candidates`` first, then ``fallback``, never ``gold``."""
     seen, out = {gold}, []
     pool = list(dict.fromkeys(candidates))
