@@ -7,6 +7,8 @@ expression>" that says which box convention to answer in. Action: text ending in
 Difficulty levels (``lavida_envs.tasks.grounding_refgen``): 1 direct attribute, 2 spatial
 relation, 3 ordinal/comparative, 4 counting/arithmetic, 5 two-hop compositions. Every
 expression is proven to match exactly one shape of the scene graph before it is used.
+Splits are decided by the scene graph alone (``Scene.key()``), so no test image ever
+appears in training, whatever expression is asked about it.
 
 Kwargs (besides :class:`~lavida_envs.base.TaskEnv`'s):
 

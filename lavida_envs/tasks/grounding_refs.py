@@ -204,11 +204,7 @@ class Extreme:
         return f"the {_EXTREME[self.side][0]} {self.head.noun()}"
 
     def evaluate(self, scene: Scene) -> list[int]:
-        _, centre, edge = _EXTREME[self.side]
-        idx = self.head.select(scene)
-        best = _unique_min([(centre(scene[i]), i) for i in idx])
-        by_edge = _unique_min([(edge(scene[i]), i) for i in idx], EDGE_MARGIN)
-        return [best] if best is not None and best == by_edge else []
+        return PosRank(self.head, self.side, 1).evaluate(scene)  # the first from that side
 
     def explain(self, scene: Scene, name: Namer) -> list[str]:
         cands = self.head.select(scene)
