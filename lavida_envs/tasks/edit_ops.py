@@ -91,8 +91,8 @@ class EditSpec:
 
     @property
     def key(self) -> str:
-        """Canonical content: scene graph + instruction (layout-independent)."""
-        return f"edit|{self.scene.key()}|{self.instruction}"
+        """The source scene graph: a scene belongs to one split whatever edit is asked of it."""
+        return self.scene.key()
 
     @property
     def old_shape(self) -> Shape | None:

@@ -6,7 +6,8 @@ the red circle."): ops recolor, remove, move, resize, add (:mod:`lavida_envs.tas
 difficulty 1 names the target directly, 2 by a spatial relation or extreme, 3 by an
 ordinal/comparative, 4 by counting (and the value by another reference), 5 by two hops.
 The target image is the edited scene graph re-rendered exactly; the region that should
-change is the union of the edited shape's old and new pixel footprints.
+change is the union of the edited shape's old and new pixel footprints. Splits are by
+source scene (the problem key is the scene graph), so a test scene is never edited in train.
 
 Action: ``{"text": str, "image": uint8[S, S, 3]}`` (the text is ``<think>...</think>
 <answer>edit description</answer>``). A bare ``str`` is accepted: its edit part scores 0
@@ -45,7 +46,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 from gymnasium import spaces
 
-from lavida_envs.base import CHARSET, MAX_ACTION_CHARS, Problem, Score, TaskEnv, coerce_text
+from lavida_envs.base import CHARSET, MAX_ACTION_CHARS, Problem, Score, TaskEnv, coerce_text, split_of_key
 from lavida_envs.rewards.edit import CLIPScorer, EditReference, JudgeScorer, coerce_image
 from lavida_envs.rewards.format import format_reward
 from lavida_envs.scene import render_scene, sample_scene
@@ -57,7 +58,7 @@ EDIT_REWARDS: tuple[str, ...] = ("exact", "clip", "judge")
 #: An edit counts as correct when its edit score reaches this.
 CORRECT_THRESHOLD = 0.9
 #: Scene draws per spec before giving up (the op is fixed first, so ops stay balanced).
-_SCENE_DRAWS = 60
+_SCENE_DRAWS = 200
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
@@ -137,6 +138,8 @@ class ImageEditEnv(TaskEnv):
         op = rng.choice(self.ops)
         for _ in range(_SCENE_DRAWS):
             scene = sample_scene(rng, self.min_shapes, self.max_shapes)
+            if split_of_key(f"{self.task_name}|{scene.key()}") != self.split:
+                continue  # cheap early rejection; TaskEnv.spec_for re-checks the key's split
             spec = sample_edit(rng, scene, difficulty, ops=(op,))
             if spec is not None and changes_pixels(spec, self.image_size):
                 return spec
