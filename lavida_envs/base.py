@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -54,6 +55,8 @@ CHARSET: str = "".join(sorted(set(string.printable + "°√π×÷−≤≥≠∠
 MAX_PROMPT_CHARS = 2048
 #: Actions longer than this score 0 without being parsed.
 MAX_ACTION_CHARS = 16384
+#: Control characters dropped from actions (newline and tab are kept).
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 #: Share of problem keys that belong to the test split.
 TEST_FRACTION = 0.2
 #: A generator must produce a problem of the wanted split within this many draws.
@@ -87,7 +90,7 @@ def coerce_text(action: Any) -> tuple[str | None, str | None]:
     if len(action) > MAX_ACTION_CHARS:
         return None, f"action too long: {len(action)} chars > cap {MAX_ACTION_CHARS}"
     text = action.encode("utf-8", errors="replace").decode("utf-8", errors="replace")
-    text = "".join(ch for ch in text if ch in "\n\t" or ord(ch) >= 32 and ord(ch) != 127)
+    text = _CONTROL_CHARS.sub("", text)
     return text, None
 
 
