@@ -222,9 +222,7 @@ def render_circle(spec: MathSpec, rng: random.Random, size: int, level: int) -> 
     end = polar(cx, cy, rad, angle)
     start = polar(cx, cy, rad, angle + 180) if shown == "d" else (cx, cy)
     draw.line([tuple(map(round, start)), tuple(map(round, end))], fill=INK, width=lw)
-    mx, my = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
-    if shown == "d":
-        mx, my = (cx + end[0]) / 2, (cy + end[1]) / 2
+    mx, my = polar(cx, cy, 0.45 * rad, angle)  # beside the radius, nearer the centre than the rim
     text = f"r = {r}" if shown == "r" else f"d = {2 * r}"
     font = _font(size, level, rng, 0.1)
     hw, hh = label_extent(text, font)
