@@ -12,6 +12,8 @@ _EXPORTS: dict[str, str] = {
     "extract_answer": "lavida_envs.rewards.math",
     "math_equal": "lavida_envs.rewards.math",
     "math_equal_batch": "lavida_envs.rewards.math",
+    "check_answer": "lavida_envs.rewards.math",
+    "MathVerdict": "lavida_envs.rewards.math",
     "format_reward": "lavida_envs.rewards.format",
     "parse_box": "lavida_envs.rewards.grounding",
     "box_iou": "lavida_envs.rewards.grounding",
