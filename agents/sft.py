@@ -40,6 +40,7 @@ from agents.policy import Rollouts
 __all__ = [
     "SFTConfig",
     "build_sft_batch",
+    "example_pool",
     "image_hash",
     "mixed_examples",
     "quick_eval",
@@ -186,6 +187,18 @@ def train_sft(
             break
     model.eval()
     return cfg
+
+
+def example_pool(
+    stream: Iterator[tuple[dict, str | dict, str]], size: int, seed: int = 0
+) -> Iterator[tuple[dict, str | dict, str]]:
+    """Draw ``size`` examples from ``stream`` once, then yield uniform draws from them forever."""
+    if size < 1:
+        raise ValueError(f"pool size must be >= 1, got {size}")
+    pool = [next(stream) for _ in range(size)]
+    rng = np.random.default_rng(seed)
+    while True:
+        yield pool[int(rng.integers(size))]
 
 
 def mixed_examples(streams: list[Iterator[tuple[dict, str | dict, str]]]) -> Iterator[tuple[dict, str | dict, str]]:

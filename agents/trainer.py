@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from agents.diffusion.policy import DiffusionPolicy
-from agents.sft import SFTConfig, mixed_examples, quick_eval, sft_examples, train_sft
+from agents.sft import SFTConfig, example_pool, mixed_examples, quick_eval, sft_examples, train_sft
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -38,6 +38,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-cpu-minutes", type=float, default=None, help="stop after this much process CPU time")
     p.add_argument("--init", default=None, help="start from this DiffusionPolicy checkpoint")
     p.add_argument("--gen-length", type=int, default=None, help="text response length of the default task")
+    p.add_argument("--pool-size", type=int, default=0, help="pre-render this many examples per env and resample them (0: stream)")
     p.add_argument("--eval-episodes", type=int, default=0, help="greedy test episodes per env after training")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--output-dir", required=True)
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         policy.decoding.validate()
     seen: set[str] = set()
     streams = [sft_examples(env, "train", difficulty) for env in envs]
+    if args.pool_size:
+        streams = [example_pool(s, args.pool_size, args.seed + i) for i, s in enumerate(streams)]
 
     def tracked():
         for obs, target, digest in mixed_examples(streams):
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
             log.write(json.dumps(metrics) + "\n")
+            log.flush()
 
         train_sft(policy, tracked(), cfg, progress)
     train_time = time.time() - start

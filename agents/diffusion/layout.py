@@ -58,7 +58,7 @@ def image_tensor(image: Any, size: int) -> torch.Tensor:
         raise ValueError(f"observation image must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
     if img.shape[:2] != (size, size):
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.NEAREST))
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ class DiffusionPolicy:
         self.decoding = (decoding or DecodingConfig()).validate()
         self.seed = int(seed)
         self.ids = special_ids(tokenizer)
+        self._prompt_cache: dict[str, list[int]] = {}
         if self.ids.codebook_size != self.codec.codebook_size:
             raise ValueError(
                 f"tokenizer has {self.ids.codebook_size} image-code tokens but the codec's codebook has "
@@ -153,8 +154,12 @@ class DiffusionPolicy:
         text = observation.get("prompt", "")
         if not isinstance(text, str):
             raise ValueError(f"observation 'prompt' must be a str, got {type(text).__name__}")
-        tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return [self.ids.image] * self.model.config.num_patches + list(tokens)
+        if text not in self._prompt_cache:
+            if len(self._prompt_cache) >= 4096:
+                self._prompt_cache.clear()
+            tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            self._prompt_cache[text] = [self.ids.image] * self.model.config.num_patches + list(tokens)
+        return list(self._prompt_cache[text])
 
     def layout(self, task: str) -> ResponseLayout:
         """The response layout for ``task``."""
