@@ -1,0 +1,375 @@
+"""``TrainConfig``: every knob of the LaViDa-R1 trainer in one dataclass (CLI + YAML).
+
+Contract:
+
+* One dataclass, every field with a default and a help string, parsed with
+  ``transformers.HfArgumentParser`` from the command line and from YAML files
+  (:func:`parse_config`: ``--config FILE.yaml`` sets the defaults, other flags override them;
+  :func:`load_config` reads a file). A YAML file may name another one in ``base:`` (a path
+  relative to itself); its keys are read first and then overridden, so an ablation preset
+  is its base plus the one change it ablates.
+* ``tasks`` holds the task mixture as ``{task: weight}``; on the command line
+  ``visual_math:1,grounding:1,image_edit:1`` or JSON. ``task_decoding`` holds per-task
+  overrides of the sampler settings (``gen_length``, ``steps``, ``block_length``,
+  ``temperature``, ``remasking``, ``threshold``); :meth:`TrainConfig.decoding_for` merges
+  them over the shared defaults.
+* The GRPO knobs shared with TRL's ``GRPOConfig`` keep TRL's names, meanings and defaults:
+  ``num_generations`` (8), ``beta`` (0.0), ``epsilon`` (0.2), ``epsilon_high`` (None),
+  ``scale_rewards`` ("group"; ``true``/``false`` map to "group"/"none"), ``loss_type``
+  (grpo | bnpo | dr_grpo | dapo). One deliberate difference: our ``loss_type`` defaults to
+  ``"sequence"`` (DESIGN section 5: ``-(1/N) sum_i A_i ELBO_i``; TRL's default ``"dapo"``
+  is the same loss divided by the batch's mean response length).
+* :meth:`TrainConfig.validate` raises ``ValueError`` naming the field, the value and the fix;
+  parsing validates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Sequence
+
+import yaml
+from transformers import HfArgumentParser
+
+__all__ = [
+    "DECODING_KEYS",
+    "KNOWN_TASKS",
+    "TaskDecoding",
+    "TaskWeights",
+    "TrainConfig",
+    "load_config",
+    "parse_config",
+]
+
+#: Tasks the trainer can build envs for (``LaViDa/<Name>-v0``).
+KNOWN_TASKS: tuple[str, ...] = ("visual_math", "grounding", "image_edit")
+#: Sampler settings a task may override (LLaDA's names, DESIGN section 4).
+DECODING_KEYS: tuple[str, ...] = ("gen_length", "steps", "block_length", "temperature", "remasking", "threshold")
+PHASES = ("sft", "rl")
+LIKELIHOODS = ("mean_field", "random_mask", "complementary")
+REGULARIZERS = ("sft", "kl", "none")
+LOSS_TYPES = ("sequence", "grpo", "bnpo", "dr_grpo", "dapo")
+SCALE_REWARDS = ("group", "batch", "none")
+REMASKINGS = ("low_confidence", "random")
+SCHEDULERS = ("constant", "linear", "cosine")
+
+
+class TaskWeights(dict):
+    """``{task: weight}`` from a dict, ``"a:1,b:2"`` or a JSON object string."""
+
+    def __init__(self, value: Any = None) -> None:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                value = json.loads(text)
+            else:
+                value = {}
+                for part in filter(None, (p.strip() for p in text.split(","))):
+                    name, sep, weight = part.partition(":")
+                    value[name.strip()] = weight.strip() if sep else 1.0
+        try:
+            super().__init__({str(k): float(v) for k, v in dict(value or {}).items()})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"tasks: cannot read task weights from {value!r} ({exc}); write e.g. 'visual_math:1,grounding:1'") from None
+
+
+class TaskDecoding(dict):
+    """``{task: {setting: value}}`` from a dict or a JSON object string."""
+
+    def __init__(self, value: Any = None) -> None:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value or {}, dict) or not all(isinstance(v, dict) for v in (value or {}).values()):
+            raise ValueError(f"task_decoding must map task -> {{setting: value}}, got {value!r}")
+        super().__init__({str(k): dict(v) for k, v in (value or {}).items()})
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class TrainConfig:
+    """All settings of one training run (phase ``sft`` or ``rl``) of the LaViDa-R1 trainer."""
+
+    # ----- run -----------------------------------------------------------------------
+    phase: str = field(default="rl", metadata=_help("Training phase: 'sft' (reference solutions only) or 'rl' (the unified loss).", choices=list(PHASES)))
+    policy: str = field(default="diffusion", metadata=_help("Policy to train: 'diffusion' (DiffusionPolicy.tiny), 'ar' (baselines.ARPolicy.tiny) or a checkpoint directory."))
+    init_from: str | None = field(default=None, metadata=_help("Checkpoint directory to start the weights from (e.g. the SFT phase's output_dir)."))
+    output_dir: str = field(default="runs/lavida", metadata=_help("Where metrics.jsonl, checkpoints and the final policy are written."))
+    seed: int = field(default=0, metadata=_help("Seed of model init, problem draws, sampling, mask seeds and forcing coins."))
+    resume_from: str | None = field(default=None, metadata=_help("Checkpoint directory (output_dir/checkpoint-STEP) to continue exactly from."))
+    max_steps: int = field(default=100, metadata=_help("Optimizer steps of this phase."))
+    sft_steps: int = field(default=0, metadata=_help("Phase 'rl' only: SFT warm-start steps run first, at sft_learning_rate."))
+    # ----- tasks and envs ------------------------------------------------------------
+    tasks: TaskWeights = field(default_factory=lambda: TaskWeights({t: 1.0 for t in KNOWN_TASKS}), metadata=_help("Task mixture {task: weight}; CLI form 'visual_math:1,grounding:1,image_edit:1'. Every batch mixes tasks by weight."))
+    difficulty: str = field(default="mixed", metadata=_help("Env difficulty: a level '1'..'5' or 'mixed'."))
+    image_size: int = field(default=64, metadata=_help("Observation image size (pixels) of every env."))
+    # ----- batch ---------------------------------------------------------------------
+    prompts_per_step: int = field(default=4, metadata=_help("Prompts (groups) sampled per RL step."))
+    sft_per_step: int = field(default=4, metadata=_help("SFT rows (reference solutions, same task mix) per step; with regularizer 'sft' they join the rollouts in one batch."))
+    num_generations: int = field(default=8, metadata=_help("Group size N: responses sampled per prompt (TRL's num_generations)."))
+    gradient_accumulation_steps: int = field(default=1, metadata=_help("Micro-batches accumulated per optimizer step."))
+    # ----- likelihood and loss -------------------------------------------------------
+    likelihood: str = field(default="complementary", metadata=_help("ELBO estimator: 'complementary' (LaViDa-R1), 'random_mask' (LLaDA/UniGRPO, 1/t) or 'mean_field' (d1).", choices=list(LIKELIHOODS)))
+    likelihood_samples: int = field(default=1, metadata=_help("Mask samples (pairs for 'complementary') averaged per likelihood estimate."))
+    loss_type: str = field(default="sequence", metadata=_help("Loss normalisation: 'sequence' = -(1/N) sum A_i ELBO_i (DESIGN); 'grpo' per-row token mean; 'bnpo'/'dapo' by response tokens in the batch; 'dr_grpo' by N * max response length (TRL's names; TRL's default is 'dapo').", choices=list(LOSS_TYPES)))
+    scale_rewards: str = field(default="group", metadata=_help("GRPO advantage scaling (TRL): 'group' (true) divides by the group's std, 'batch' by the batch std, 'none' (false) only centres."))
+    sft_weight: float = field(default=1.0, metadata=_help("Advantage A of SFT rows in the unified loss (paper: 1)."))
+    gamma: float = field(default=0.5, metadata=_help("Self-distillation mix: A = gamma * A_distill + (1 - gamma) * A_grpo (paper: 0.5)."))
+    regularizer: str = field(default="sft", metadata=_help("'sft': SFT rows in the batch (LaViDa-R1); 'kl': beta * k3 KL to a frozen reference instead; 'none': neither.", choices=list(REGULARIZERS)))
+    beta: float = field(default=0.0, metadata=_help("KL coefficient (TRL's beta); used by regularizer 'kl', which needs beta > 0."))
+    epsilon: float = field(default=0.2, metadata=_help("Clip range of the importance ratio (TRL's epsilon); used when updates_per_batch > 1."))
+    epsilon_high: float | None = field(default=None, metadata=_help("Upper clip range (TRL's epsilon_high); None = epsilon."))
+    updates_per_batch: int = field(default=1, metadata=_help("Optimizer updates per rollout batch (TRL's num_iterations); > 1 enables the clipped ratio with the same mask seeds."))
+    # ----- answer forcing ------------------------------------------------------------
+    answer_forcing: bool = field(default=True, metadata=_help("Add an answer-forced (N+1)-th sample to groups whose rewards are all below forcing_threshold."))
+    forcing_threshold: float = field(default=0.5, metadata=_help("A group triggers forcing when every reward is below this (paper: 0.5)."))
+    forcing_prob: float = field(default=0.1, metadata=_help("Probability that a triggered group gets its forced sample (paper: 0.1 best, 1.0 collapses)."))
+    forced_tokens_in_loss: bool = field(default=False, metadata=_help("Whether the forced answer tokens count in the forced sample's likelihood (else only the reasoning)."))
+    forcing_tasks: list[str] = field(default_factory=lambda: ["visual_math", "grounding"], metadata=_help("Tasks with a gold answer that answer forcing may use (never image_edit)."))
+    forcing_template: str = field(default="<answer>{answer}</answer>", metadata=_help("Forced response suffix; '{answer}' is replaced by the gold answer."))
+    # ----- tree search ---------------------------------------------------------------
+    tree_search: list[str] = field(default_factory=lambda: ["image_edit"], metadata=_help("Tasks rolled out by tree search (real-valued rewards); [] turns it off."))
+    tree_branch_steps: list[int] = field(default_factory=lambda: [0, 8], metadata=_help("Denoising step each tree round branches at (first 0 = from scratch); k rounds give N*k leaves (paper: [0, 8] of 64)."))
+    # ----- sampling ------------------------------------------------------------------
+    gen_length: int = field(default=64, metadata=_help("Response text positions (default for tasks without an override)."))
+    steps: int = field(default=64, metadata=_help("Denoising steps per response."))
+    block_length: int = field(default=32, metadata=_help("Semi-autoregressive block length."))
+    temperature: float = field(default=1.0, metadata=_help("Sampling temperature of rollouts (Gumbel noise; 0 = greedy)."))
+    remasking: str = field(default="low_confidence", metadata=_help("Which positions a step unmasks: 'low_confidence' or 'random'.", choices=list(REMASKINGS)))
+    threshold: float | None = field(default=None, metadata=_help("Parallel threshold decoding confidence (None = fixed schedule)."))
+    task_decoding: TaskDecoding = field(default_factory=lambda: TaskDecoding({"visual_math": {"gen_length": 64}, "grounding": {"gen_length": 32}, "image_edit": {"gen_length": 32}}), metadata=_help("Per-task overrides of gen_length/steps/block_length/temperature/remasking/threshold, e.g. '{\"grounding\": {\"gen_length\": 32}}'."))
+    # ----- optimisation --------------------------------------------------------------
+    learning_rate: float = field(default=1e-4, metadata=_help("Peak learning rate of this phase (paper: SFT 5e-6, RL 10x lower)."))
+    sft_learning_rate: float = field(default=1e-3, metadata=_help("Learning rate of the sft_steps warm start in phase 'rl'."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0 = off)."))
+    warmup_steps: int = field(default=0, metadata=_help("Linear learning-rate warm-up steps."))
+    lr_scheduler_type: str = field(default="constant", metadata=_help("Learning-rate schedule after warm-up.", choices=list(SCHEDULERS)))
+    mixed_precision: str = field(default="no", metadata=_help("accelerate mixed precision: 'no', 'fp16' or 'bf16'.", choices=["no", "fp16", "bf16"]))
+    # ----- logging, evaluation, checkpoints ------------------------------------------
+    logging_steps: int = field(default=1, metadata=_help("Write metrics.jsonl every this many steps."))
+    report_to: str = field(default="none", metadata=_help("accelerate trackers besides metrics.jsonl: 'none', 'tensorboard', 'wandb', ..."))
+    eval_every: int = field(default=50, metadata=_help("Held-out evaluation every this many steps (0 = only at the end)."))
+    eval_episodes: int = field(default=32, metadata=_help("Held-out (test split) problems per task per evaluation."))
+    save_every: int = field(default=100, metadata=_help("Checkpoint every this many steps (0 = only at the end)."))
+    collapse_window: int = field(default=20, metadata=_help("Steps over which falling reward and entropy together raise the collapse alarm."))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tasks, TaskWeights):
+            self.tasks = TaskWeights(self.tasks)
+        if not isinstance(self.task_decoding, TaskDecoding):
+            self.task_decoding = TaskDecoding(self.task_decoding)
+        if isinstance(self.scale_rewards, bool):
+            self.scale_rewards = "group" if self.scale_rewards else "none"
+        elif isinstance(self.scale_rewards, str) and self.scale_rewards.lower() in ("true", "false"):
+            self.scale_rewards = "group" if self.scale_rewards.lower() == "true" else "none"
+        self.difficulty = str(self.difficulty)
+        self.forcing_tasks = list(self.forcing_tasks or [])
+        self.tree_search = list(self.tree_search or [])
+        self.tree_branch_steps = [int(s) for s in self.tree_branch_steps or []]
+
+    # ----- derived views ---------------------------------------------------------------
+    @property
+    def task_weights(self) -> dict[str, float]:
+        """Normalised mixture weights (sum 1) of the tasks with weight > 0."""
+        total = sum(w for w in self.tasks.values() if w > 0)
+        return {t: w / total for t, w in self.tasks.items() if w > 0}
+
+    def decoding_for(self, task: str) -> dict[str, Any]:
+        """Sampler settings of ``task``: the shared fields with its ``task_decoding`` overrides."""
+        settings = {key: getattr(self, key) for key in DECODING_KEYS}
+        settings.update(self.task_decoding.get(task, {}))
+        return settings
+
+    def uses_tree_search(self, task: str) -> bool:
+        """Whether ``task`` rolls out by tree search."""
+        return task in self.tree_search
+
+    def uses_forcing(self, task: str) -> bool:
+        """Whether answer forcing may add a forced sample to groups of ``task``."""
+        return self.answer_forcing and self.forcing_prob > 0 and task in self.forcing_tasks
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-able dict of every field (saved with checkpoints and results)."""
+        out = asdict(self)
+        out["tasks"], out["task_decoding"] = dict(self.tasks), {k: dict(v) for k, v in self.task_decoding.items()}
+        return out
+
+    # ----- validation ------------------------------------------------------------------
+    def validate(self) -> TrainConfig:
+        """Raise ``ValueError`` naming the first bad field, its value and the fix; return self."""
+        _check_choice("phase", self.phase, PHASES)
+        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        _check_choice("regularizer", self.regularizer, REGULARIZERS)
+        _check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        _check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS + ("true", "false"))
+        _check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        for name in ("max_steps", "prompts_per_step", "num_generations", "likelihood_samples",
+                     "updates_per_batch", "gradient_accumulation_steps", "logging_steps", "image_size"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("sft_steps", "sft_per_step", "eval_every", "eval_episodes", "save_every", "warmup_steps", "collapse_window"):
+            _check_int(name, getattr(self, name), minimum=0)
+        if self.difficulty != "mixed" and self.difficulty not in {"1", "2", "3", "4", "5"}:
+            _fail("difficulty", self.difficulty, "use a level 1..5 or 'mixed'")
+        self._validate_tasks()
+        self._validate_loss()
+        self._validate_forcing()
+        for task in self.tasks:
+            self._validate_decoding(task)
+        self._validate_tree()
+        return self
+
+    def _validate_tasks(self) -> None:
+        if not self.tasks:
+            _fail("tasks", dict(self.tasks), "name at least one task, e.g. 'visual_math:1'")
+        unknown = sorted(set(self.tasks) - set(KNOWN_TASKS))
+        if unknown:
+            _fail("tasks", dict(self.tasks), f"unknown task(s) {unknown}; known: {list(KNOWN_TASKS)}")
+        if any(w < 0 for w in self.tasks.values()) or not any(w > 0 for w in self.tasks.values()):
+            _fail("tasks", dict(self.tasks), "weights must be >= 0 with at least one > 0")
+        for name in ("forcing_tasks", "tree_search"):
+            unknown = sorted(set(getattr(self, name)) - set(KNOWN_TASKS))
+            if unknown:
+                _fail(name, getattr(self, name), f"unknown task(s) {unknown}; known: {list(KNOWN_TASKS)}")
+        for task, overrides in self.task_decoding.items():
+            if task not in KNOWN_TASKS:
+                _fail("task_decoding", {task: overrides}, f"unknown task {task!r}; known: {list(KNOWN_TASKS)}")
+            bad = sorted(set(overrides) - set(DECODING_KEYS))
+            if bad:
+                _fail(f"task_decoding.{task}", overrides, f"unknown setting(s) {bad}; allowed: {list(DECODING_KEYS)}")
+
+    def _validate_loss(self) -> None:
+        for name in ("learning_rate", "sft_learning_rate"):
+            if not getattr(self, name) > 0:
+                _fail(name, getattr(self, name), "must be > 0")
+        if not 0.0 <= self.gamma <= 1.0:
+            _fail("gamma", self.gamma, "must be in [0, 1]")
+        for name in ("sft_weight", "beta", "weight_decay", "max_grad_norm", "epsilon"):
+            if not getattr(self, name) >= 0:
+                _fail(name, getattr(self, name), "must be >= 0")
+        if self.epsilon_high is not None and not self.epsilon_high >= 0:
+            _fail("epsilon_high", self.epsilon_high, "must be >= 0 or None")
+        if self.regularizer == "kl" and self.beta <= 0:
+            _fail("beta", self.beta, "regularizer 'kl' needs beta > 0 (e.g. 0.04)")
+        if self.regularizer == "sft" and self.phase == "rl" and self.sft_per_step < 1:
+            _fail("sft_per_step", self.sft_per_step, "regularizer 'sft' needs SFT rows in the batch (>= 1), or set regularizer 'none'")
+        if self.phase == "sft" and self.sft_per_step < 1:
+            _fail("sft_per_step", self.sft_per_step, "phase 'sft' trains on SFT rows only; set sft_per_step >= 1")
+
+    def _validate_forcing(self) -> None:
+        for name in ("forcing_threshold", "forcing_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                _fail(name, getattr(self, name), "must be in [0, 1]")
+        if "image_edit" in self.forcing_tasks:
+            _fail("forcing_tasks", self.forcing_tasks, "image_edit has no gold answer to force; remove it")
+        if "{answer}" not in self.forcing_template:
+            _fail("forcing_template", self.forcing_template, "must contain '{answer}'")
+
+    def _validate_decoding(self, task: str) -> None:
+        d, overrides = self.decoding_for(task), self.task_decoding.get(task, {})
+
+        def label(key: str) -> str:
+            return f"task_decoding.{task}.{key}" if key in overrides else key
+
+        for key in ("gen_length", "steps", "block_length"):
+            _check_int(label(key), d[key], minimum=1)
+        if d["gen_length"] % d["block_length"]:
+            _fail(label("block_length"), d["block_length"], f"must divide gen_length {d['gen_length']} (task {task})")
+        if d["steps"] % (d["gen_length"] // d["block_length"]):
+            blocks = d["gen_length"] // d["block_length"]
+            _fail(label("steps"), d["steps"], f"must be a multiple of the {blocks} blocks of task {task}")
+        if not (isinstance(d["temperature"], (int, float)) and d["temperature"] >= 0):
+            _fail(label("temperature"), d["temperature"], "must be a number >= 0")
+        _check_choice(label("remasking"), d["remasking"], REMASKINGS)
+        if d["threshold"] is not None and not 0.0 < d["threshold"] <= 1.0:
+            _fail(label("threshold"), d["threshold"], "must be in (0, 1] or None")
+
+    def _validate_tree(self) -> None:
+        steps = self.tree_branch_steps
+        if self.tree_search and not steps:
+            _fail("tree_branch_steps", steps, "tree search needs at least one round, e.g. [0, 8]")
+        if steps and steps[0] != 0:
+            _fail("tree_branch_steps", steps, "the first round samples from scratch: start with 0, e.g. [0, 8]")
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            _fail("tree_branch_steps", steps, "must be strictly increasing, e.g. [0, 8]")
+        for task in self.tree_search:
+            total = self.decoding_for(task)["steps"]
+            if steps and steps[-1] >= total:
+                _fail("tree_branch_steps", steps, f"every branch step must be < steps ({total}) of tree task {task}")
+
+
+def _fail(name: str, value: Any, fix: str) -> None:
+    raise ValueError(f"TrainConfig.{name}={value!r}: {fix}")
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        _fail(name, value, f"choose one of {list(choices)}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(name, value, f"must be an int >= {minimum}")
+
+
+def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keys of a YAML config, with its ``base:`` chain merged underneath."""
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ValueError(f"{path}: 'base' chain loops back to itself ({' -> '.join(seen + (path,))})")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a YAML mapping of field: value, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = _read_yaml(os.path.join(os.path.dirname(path), str(base)), seen + (path,))
+    merged.update(data)
+    return merged
+
+
+def _check_keys(data: dict[str, Any], source: str) -> None:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {unknown}; run `lavida train --help` for the list")
+
+
+def load_config(path: str, **overrides: Any) -> TrainConfig:
+    """A validated ``TrainConfig`` from a YAML file (its ``base:`` chain merged), then ``overrides``."""
+    data = _read_yaml(path)
+    data.update(overrides)
+    _check_keys(data, path)
+    (config,) = HfArgumentParser(TrainConfig).parse_dict(data)
+    try:
+        return config.validate()
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """A validated ``TrainConfig`` from ``argv``: ``--config FILE.yaml`` first, other flags override it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = None
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise ValueError("--config needs a YAML file path")
+        config_path = argv[at + 1]
+        argv = argv[:at] + argv[at + 2 :]
+    parser = HfArgumentParser(TrainConfig, prog="lavida train")
+    parser.add_argument("--config", default=None, help="YAML file of field: value (optional 'base: other.yaml').")
+    if config_path is not None:
+        data = _read_yaml(config_path)
+        _check_keys(data, config_path)
+        parser.set_defaults(**data)
+    config = parser.parse_args_into_dataclasses(argv)[0]
+    return config.validate()
