@@ -125,3 +125,14 @@ def test_codec_serialises_and_custom_codecs_register():
 
     register_codec("tiny", Tiny)
     assert isinstance(codec_from_dict(Tiny(grid=2, image_size=4).to_dict()), Tiny)
+
+
+def test_nearest_colour_fast_path_matches_brute_force():
+    codec = PaletteCodec(grid=4, image_size=32)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    mixed = codec.palette[rng.integers(0, codec.codebook_size, (32, 32))].astype(np.uint8)
+    mixed[::3] = noise[::3]
+    for img in (noise, mixed):
+        brute = ((img.astype(np.int64)[:, :, None] - codec.palette[None, None]) ** 2).sum(-1).argmin(-1)
+        assert np.array_equal(codec.nearest(img), brute)

@@ -71,12 +71,23 @@ class PaletteCodec:
         self.image_size = int(image_size)
         self.palette = palette  # (K, 3)
         self.codebook_size = len(palette)
+        packed = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+        # first code of each distinct colour, sorted by packed value (exact-colour fast path)
+        values, first = np.unique(packed, return_index=True)
+        self._packed_sorted, self._packed_order = values, first.astype(np.int64)
 
     def nearest(self, image: np.ndarray) -> np.ndarray:
         """Index of the nearest palette colour of every pixel: int64[H, W]."""
         img = self._check_image(image).astype(np.int64)
-        dist = ((img[:, :, None, :] - self.palette[None, None]) ** 2).sum(-1)  # (H, W, K)
-        return dist.argmin(-1)
+        packed = (img[..., 0] << 16) | (img[..., 1] << 8) | img[..., 2]  # (H, W)
+        slot = np.clip(np.searchsorted(self._packed_sorted, packed), 0, len(self._packed_sorted) - 1)
+        out = self._packed_order[slot]
+        inexact = self._packed_sorted[slot] != packed  # pixels that are not exactly a palette colour
+        if inexact.any():
+            pixels = img[inexact]  # (n, 3)
+            dist = ((pixels[:, None, :] - self.palette[None]) ** 2).sum(-1)  # (n, K)
+            out[inexact] = dist.argmin(-1)
+        return out
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """Codes int64[grid, grid]: the majority nearest colour of each cell's pixels."""
