@@ -6,8 +6,7 @@ Exports are lazy, so ``import agents`` stays cheap (torch and transformers load 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agents._lazy import lazy_getattr
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -19,9 +18,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'agents' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

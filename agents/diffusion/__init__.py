@@ -5,8 +5,7 @@ Exports are lazy (``from agents.diffusion import DiffusionPolicy`` loads only wh
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agents._lazy import lazy_getattr
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -20,9 +19,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'agents.diffusion' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

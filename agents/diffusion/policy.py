@@ -43,6 +43,8 @@ __all__ = ["POLICY_CONFIG", "DecodingConfig", "DiffusionPolicy"]
 
 POLICY_CONFIG = "policy_config.json"
 ESTIMATORS = ("mean_field", "random_mask", "complementary")
+#: Text positions per task unless configured (difficulty-1 reference solutions fit them).
+DEFAULT_TASK_GEN_LENGTH: dict[str, int] = {"grounding": 160, "image_edit": 192}
 
 
 @dataclass
@@ -55,7 +57,7 @@ class DecodingConfig:
     temperature: float = 0.0
     remasking: str = "low_confidence"
     threshold: float | None = None
-    task_gen_length: dict[str, int] = field(default_factory=dict)
+    task_gen_length: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TASK_GEN_LENGTH))
 
     def validate(self) -> DecodingConfig:
         """Raise ``ValueError`` naming the bad field; return self."""
