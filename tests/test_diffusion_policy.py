@@ -128,3 +128,16 @@ def test_bad_arguments_raise_clear_errors(policy, observations):
         policy.act([{"image": np.zeros((8, 8)), "prompt": "hi"}])
     with pytest.raises(ValueError, match="remasking"):
         DecodingConfig(remasking="greedy").validate()
+
+
+def test_rollout_from_resumes_greedy_parents_exactly_with_fewer_model_calls(policy, observations):
+    parents = policy.rollout(observations, num_samples=1, forced=[None, "<answer>[1, 2, 3, 4]</answer>", None])
+    children = policy.rollout_from(observations, parents, step=5, num_samples=2)
+    assert len(children) == 6 and children.prompt_index.tolist() == [0, 0, 1, 1, 2, 2]
+    for row in range(6):
+        parent = row // 2
+        assert torch.equal(children.sequences[row], parents.sequences[parent])
+        kept = (parents.unmask_step[parent] <= 5) & parents.response_mask[parent]
+        assert torch.equal(children.unmask_step[row][kept], parents.unmask_step[parent][kept])
+    assert children.texts[2].endswith("<answer>[1, 2, 3, 4]</answer>")
+    assert children.extras["nfe"] < parents.extras["nfe"]

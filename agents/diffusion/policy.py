@@ -186,7 +186,6 @@ class DiffusionPolicy:
         actions = self.rollout(observations, num_samples, generator=generator).actions
         return [actions[i * num_samples : (i + 1) * num_samples] for i in range(len(observations))]
 
-    @torch.no_grad()
     def rollout(
         self,
         observations: list[dict],
@@ -195,20 +194,54 @@ class DiffusionPolicy:
         generator: torch.Generator | None = None,
     ) -> Rollouts:
         """Sample ``num_samples`` responses per observation; ``forced`` holds text suffixes."""
-        from agents.diffusion.sampler import sample
+        suffixes = expand_forced(forced, len(observations), num_samples)
+        return self._generate(observations, num_samples, [self.suffix_ids(s) for s in suffixes], generator)
+
+    def rollout_from(
+        self,
+        observations: list[dict],
+        parents: Rollouts,
+        step: int,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Rollouts:
+        """Continue parent row ``i`` (of observation ``i``) ``num_samples`` times from its state after ``step`` steps.
+
+        The state is rebuilt from the parent's final tokens and unmask record (positions
+        revealed at a step <= ``step`` and forced positions are kept); only the remaining
+        denoising steps run (tree search).
+        """
+        if len(parents) != len(observations) or parents.unmask_step is None or parents.forced_mask is None:
+            raise ValueError(
+                f"rollout_from needs one diffusion rollout row per observation (with unmask_step and forced_mask); "
+                f"got {len(parents)} rows for {len(observations)} observations"
+            )
+        suffixes = []
+        for i in range(len(observations)):
+            text = parents.response_mask[i] & ~parents.extras["code_mask"][i] & parents.forced_mask[i]
+            suffixes += [parents.sequences[i][text].tolist() or None] * num_samples
+        return self._generate(observations, num_samples, suffixes, generator, parents=parents, step=step)
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        observations: list[dict],
+        num_samples: int,
+        suffixes: list[list[int] | None],
+        generator: torch.Generator | None,
+        parents: Rollouts | None = None,
+        step: int = 0,
+    ) -> Rollouts:
+        from agents.diffusion.sampler import rebuild_state, sample
 
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        n_obs = len(observations)
-        suffixes = expand_forced(forced, n_obs, num_samples)
         tasks = [task_of(obs) for obs in observations]
-        obs_of_row = [i for i in range(n_obs) for _ in range(num_samples)]
+        obs_of_row = [i for i in range(len(observations)) for _ in range(num_samples)]
         pixel_values = self.pixel_values(observations).to(self.device)[obs_of_row]
         prompts = [self.prompt_ids(obs) for obs in observations]
         batch = RowBatch(
-            prompts=[prompts[i] for i in obs_of_row],
-            layouts=[self.layout(tasks[i]) for i in obs_of_row],
-            suffixes=[self.suffix_ids(s) for s in suffixes],
+            prompts=[prompts[i] for i in obs_of_row], layouts=[self.layout(tasks[i]) for i in obs_of_row], suffixes=suffixes
         )
         was_training = self.model.training
         self.model.eval()
@@ -217,14 +250,24 @@ class DiffusionPolicy:
             for layout, rows in batch.groups().items():
                 prompt_ids, attention, forced_ids, forced_mask, codes, resp = batch.group_inputs(rows, self.ids)
                 steps, block = self.decoding.plan(layout.length)
+                state = None
+                if parents is not None:
+                    parent_rows = [obs_of_row[r] for r in rows]
+                    if int(parents.response_mask[parent_rows[0]].sum()) != layout.length:
+                        raise ValueError(f"parent row {parent_rows[0]} does not have the {layout.length}-position layout")
+                    final = torch.cat([prompt_ids, parents.sequences[parent_rows, -layout.length :]], 1)
+                    record = parents.unmask_step[parent_rows, -layout.length :]
+                    state = rebuild_state(final.to(self.device), record.to(self.device), step, prompt_ids.shape[1], self.ids.mask)
+                    forced_ids = forced_mask = None
                 model_fn = tagged_model_fn(self.model, pixel_values, codes.to(self.device), resp.to(self.device), self.ids)
                 out = sample(
                     model_fn, prompt_ids.to(self.device), attention.to(self.device),
                     gen_length=layout.length, steps=steps, block_length=block,
                     temperature=self.decoding.temperature, remasking=self.decoding.remasking,
                     threshold=self.decoding.threshold, mask_id=self.ids.mask,
-                    forced_ids=forced_ids.to(self.device), forced_mask=forced_mask.to(self.device),
-                    generator=generator, suppress_ids=[self.ids.pad, self.ids.image],
+                    forced_ids=None if forced_ids is None else forced_ids.to(self.device),
+                    forced_mask=None if forced_mask is None else forced_mask.to(self.device),
+                    generator=generator, suppress_ids=[self.ids.pad, self.ids.image], state=state,
                 )  # fmt: skip
                 nfe += out.nfe
                 for k, row in enumerate(rows):
