@@ -61,6 +61,8 @@ class TaskWeights(dict):
     """``{task: weight}`` from a dict, ``"a:1,b:2"`` or a JSON object string."""
 
     def __init__(self, value: Any = None) -> None:
+        if value is not None and not isinstance(value, (str, dict)):
+            value = dict(value)  # pairs (dataclasses.asdict rebuilds dicts this way)
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("{"):
@@ -80,6 +82,8 @@ class TaskDecoding(dict):
     """``{task: {setting: value}}`` from a dict or a JSON object string."""
 
     def __init__(self, value: Any = None) -> None:
+        if value is not None and not isinstance(value, (str, dict)):
+            value = dict(value)  # pairs (dataclasses.asdict rebuilds dicts this way)
         if isinstance(value, str):
             value = json.loads(value) if value.strip() else {}
         if not isinstance(value or {}, dict) or not all(isinstance(v, dict) for v in (value or {}).values()):
