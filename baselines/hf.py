@@ -36,6 +36,7 @@ __all__ = [
     "HFCausalLMPolicy",
     "HFDiffusionLMPolicy",
     "HFVLMPolicy",
+    "chat_template_flag",
     "check_model_kind",
     "load_local_config",
     "local_model_dir",
@@ -90,7 +91,9 @@ def load_local_config(folder: Path, kind: str, trust_remote_code: bool = False) 
         return AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as exc:
         hint = "" if trust_remote_code else " (a remote-code model needs trust_remote_code=True)"
-        raise ValueError(f"cannot read the config in {str(folder)!r}{hint}; expected {_EXPECTED[kind]}: {exc}") from None
+        raise ValueError(
+            f"cannot read the config in {str(folder)!r}{hint}; expected {_EXPECTED[kind]}: {exc}"
+        ) from None
 
 
 def model_kinds(config: Any) -> list[str]:
@@ -118,6 +121,14 @@ def check_model_kind(config: Any, folder: Path, kind: str) -> None:
         f"{str(folder)!r} holds a model of type {config.model_type!r} ({type(config).__name__}); "
         f"expected {_EXPECTED[kind]}{hint}"
     )
+
+
+def chat_template_flag(owner: Any, requested: bool | None, folder: Path, what: str) -> bool:
+    """Whether to use ``owner``'s chat template: ``requested``, or whether it has one (None)."""
+    has_template = bool(getattr(owner, "chat_template", None))
+    if requested and not has_template:
+        raise ValueError(f"use_chat_template=True but the {what} in {str(folder)!r} has no chat template")
+    return has_template if requested is None else bool(requested)
 
 
 def resolve_device(device: str | None) -> Any:
@@ -213,7 +224,8 @@ class GenerateAdapter:
         out: list[list[str]] = []
         for group in chunks(list(observations), self.batch_prompts):
             inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in self.model_inputs(group).items()}
-            kwargs = dict(max_new_tokens=self.max_new_tokens, do_sample=sample, pad_token_id=self.tokenizer.pad_token_id)
+            pad = self.tokenizer.pad_token_id
+            kwargs = dict(max_new_tokens=self.max_new_tokens, do_sample=sample, pad_token_id=pad)
             if sample:
                 kwargs.update(temperature=self.temperature, top_p=self.top_p, num_return_sequences=num_samples)
             kwargs.update(self.gen_kwargs)

@@ -14,7 +14,14 @@ import os
 import warnings
 from typing import Any
 
-from baselines.hf import GenerateAdapter, check_model_kind, load_local_config, local_model_dir, resolve_device
+from baselines.hf import (
+    GenerateAdapter,
+    chat_template_flag,
+    check_model_kind,
+    load_local_config,
+    local_model_dir,
+    resolve_device,
+)
 
 __all__ = ["HFCausalLMPolicy"]
 
@@ -52,10 +59,7 @@ class HFCausalLMPolicy(GenerateAdapter):
         self.model = AutoModelForCausalLM.from_pretrained(
             str(self.path), local_files_only=True, trust_remote_code=trust_remote_code, **extra
         ).to(self.device).eval()
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if use_chat_template and not has_template:
-            raise ValueError(f"use_chat_template=True but the tokenizer in {str(self.path)!r} has no chat template")
-        self.use_chat_template = has_template if use_chat_template is None else bool(use_chat_template)
+        self.use_chat_template = chat_template_flag(self.tokenizer, use_chat_template, self.path, "tokenizer")
         self.seed, self.batch_prompts = int(seed), bool(batch_prompts)
         self._warned_image = False
 

@@ -24,6 +24,7 @@ import warnings
 from typing import Any
 
 from baselines.hf import (
+    chat_template_flag,
     check_model_kind,
     check_samples,
     load_local_config,
@@ -81,11 +82,10 @@ class HFDiffusionLMPolicy:
             str(self.path), local_files_only=True, trust_remote_code=trust_remote_code, **extra
         ).to(self.device).eval()
         self.mask_id = self._mask_id(mask_token_id, config)
-        self.max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "max_sequence_length", None)
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if use_chat_template and not has_template:
-            raise ValueError(f"use_chat_template=True but the tokenizer in {str(self.path)!r} has no chat template")
-        self.use_chat_template = has_template if use_chat_template is None else bool(use_chat_template)
+        self.max_positions = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "max_sequence_length", None
+        )
+        self.use_chat_template = chat_template_flag(self.tokenizer, use_chat_template, self.path, "tokenizer")
         self.seed, self.suppress_ids = int(seed), list(suppress_ids or [])
         self._warned_image = False
 
@@ -99,7 +99,9 @@ class HFDiffusionLMPolicy:
         for source, value in candidates:
             if value is not None:
                 if vocab is not None and not 0 <= int(value) < vocab:
-                    raise ValueError(f"{source} = {value} is outside the vocabulary of {vocab} tokens in {str(self.path)!r}")
+                    raise ValueError(
+                        f"{source} = {value} is outside the vocabulary of {vocab} tokens in {str(self.path)!r}"
+                    )
                 return int(value)
         raise ValueError(
             f"no mask token for the diffusion LM in {str(self.path)!r}: its config has no mask_token_id and its "

@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from baselines.hf import GenerateAdapter, check_model_kind, load_local_config, local_model_dir, resolve_device
+from baselines.hf import (
+    GenerateAdapter,
+    chat_template_flag,
+    check_model_kind,
+    load_local_config,
+    local_model_dir,
+    resolve_device,
+)
 
 __all__ = ["HFVLMPolicy"]
 
@@ -65,10 +72,7 @@ class HFVLMPolicy(GenerateAdapter):
         self.model = AutoModelForImageTextToText.from_pretrained(
             str(self.path), local_files_only=True, trust_remote_code=trust_remote_code, **extra
         ).to(self.device).eval()
-        has_template = bool(getattr(self.processor, "chat_template", None))
-        if use_chat_template and not has_template:
-            raise ValueError(f"use_chat_template=True but the processor in {str(self.path)!r} has no chat template")
-        self.use_chat_template = has_template if use_chat_template is None else bool(use_chat_template)
+        self.use_chat_template = chat_template_flag(self.processor, use_chat_template, self.path, "processor")
         self.seed, self.batch_prompts = int(seed), bool(batch_prompts)
 
     def prompt_text(self, observation: dict) -> str:

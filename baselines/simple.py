@@ -152,7 +152,8 @@ class ConstantPolicy:
         out = []
         for obs in observations:
             if self.echo_image and detect_task(obs, self.task) == "image_edit" and obs.get("image") is not None:
-                out.append([{"text": self.text, "image": np.array(obs["image"], copy=True)} for _ in range(num_samples)])
+                image = np.asarray(obs["image"])
+                out.append([{"text": self.text, "image": image.copy()} for _ in range(num_samples)])
             else:
                 out.append([self.text] * num_samples)
         return out
