@@ -53,6 +53,35 @@ class Rollouts:
     def __len__(self) -> int:
         return int(self.sequences.shape[0])
 
+    def left_padded(self, width: int, pad_id: int = 0) -> Rollouts:
+        """The same rows left-padded to ``width`` columns (to stack rollouts of other widths).
+
+        ``sequences`` gets ``pad_id``, boolean masks False, ``unmask_step`` -1, and every other
+        (B, L) tensor in ``extras`` zeros; padding is unattended, so outputs do not change.
+        """
+        n, length = self.sequences.shape
+        if width < length:
+            raise ValueError(f"cannot left-pad rollouts of width {length} to a smaller width {width}")
+
+        def pad(value: Any, fill: Any) -> Any:
+            if not isinstance(value, torch.Tensor) or tuple(value.shape[:2]) != (n, length):
+                return value
+            extra = torch.full((n, width - length, *value.shape[2:]), fill, dtype=value.dtype, device=value.device)
+            return torch.cat([extra, value], 1)
+
+        return Rollouts(
+            sequences=pad(self.sequences, pad_id),
+            response_mask=pad(self.response_mask, False),
+            prompt_index=self.prompt_index,
+            texts=list(self.texts),
+            actions=list(self.actions),
+            attention_mask=pad(self.attention_mask, False),
+            unmask_step=pad(self.unmask_step, -1),
+            forced_mask=pad(self.forced_mask, False),
+            pixel_values=self.pixel_values,
+            extras={k: pad(v, 0) for k, v in self.extras.items()},
+        )
+
     def to(self, device: torch.device | str) -> Rollouts:
         """The same rollouts with every tensor (including tensors in ``extras``) on ``device``."""
 

@@ -141,3 +141,14 @@ def test_rollout_from_resumes_greedy_parents_exactly_with_fewer_model_calls(poli
         assert torch.equal(children.unmask_step[row][kept], parents.unmask_step[parent][kept])
     assert children.texts[2].endswith("<answer>[1, 2, 3, 4]</answer>")
     assert children.extras["nfe"] < parents.extras["nfe"]
+
+
+def test_left_padded_rollouts_keep_their_likelihood(policy, observations):
+    out = policy.rollout(observations[:1])
+    wider = out.left_padded(out.sequences.shape[1] + 7, pad_id=policy.ids.pad)
+    assert wider.sequences.shape[1] == out.sequences.shape[1] + 7
+    assert bool((wider.unmask_step[:, :7] == -1).all()) and not bool(wider.attention_mask[:, :7].any())
+    with torch.no_grad():
+        a = policy.log_likelihood(out, "mean_field", 0)
+        b = policy.log_likelihood(wider, "mean_field", 0)
+    assert torch.allclose(a, b, atol=1e-4)
