@@ -129,7 +129,10 @@ def test_bad_references_raise():
 
 
 def test_import_is_torch_free():
-    code = "import sys, lavida_envs.rewards.edit; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = (
+        "import sys, lavida_envs.rewards.edit, lavida_envs.tasks.image_edit, lavida_envs.tasks.multitask\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

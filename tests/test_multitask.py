@@ -107,6 +107,16 @@ def test_pass_through_kwargs_and_bad_kwargs():
         MultiTaskEnv().step("x")
 
 
+def test_spec_for_and_build_problem_delegate_to_the_sub_task():
+    env = MultiTaskEnv(image_size=32)
+    for index in range(12):
+        (task, spec), rng, level = env.spec_for(index)
+        assert task == env.task_of(index)[0]
+        built = env.build_problem((task, spec), rng, level)
+        reference = env.problem(index)
+        assert built.key == reference.key and np.array_equal(built.image, reference.image)
+
+
 def test_dataset_backed_sub_task_indices_wrap():
     env = MultiTaskEnv(image_size=48, tasks={"image_edit": 1},
                        image_edit={"dataset": "magicbrush", "data_dir": "tests/fixtures/magicbrush"})

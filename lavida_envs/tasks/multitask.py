@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import random
 from typing import Any, ClassVar
 
 import numpy as np
@@ -125,6 +126,17 @@ class MultiTaskEnv(TaskEnv):
         """Mixture problem ``index``: the chosen sub-task's problem (its ``meta`` side doors included)."""
         name, sub_index = self.task_of(index)
         return self.sub_envs[name].problem(sub_index)
+
+    def spec_for(self, index: int) -> tuple[tuple[str, Any], random.Random, int]:
+        """``((sub-task, its spec), rng, level)`` of mixture problem ``index`` (procedural sub-tasks)."""
+        name, sub_index = self.task_of(index)
+        spec, rng, level = self.sub_envs[name].spec_for(sub_index)
+        return (name, spec), rng, level
+
+    def build_problem(self, spec: tuple[str, Any], rng: random.Random, difficulty: int) -> Problem:
+        """Build a ``(sub-task, spec)`` pair from :meth:`spec_for` with that sub-task."""
+        name, sub_spec = spec
+        return self.sub_envs[name].build_problem(sub_spec, rng, difficulty)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start an episode; ``info["task"]`` names the sub-task, ``info["task_index"]`` its index."""
