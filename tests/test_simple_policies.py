@@ -34,7 +34,7 @@ def _episodes(env_id: str, policy, indices=INDICES, num_samples: int = 1, **kwar
     return out
 
 
-@pytest.mark.parametrize("env_id", sorted(ENVS))
+@pytest.mark.parametrize("env_id", sorted(ENVS) + ["LaViDa/MultiTask-v0"])
 def test_oracle_scores_one_on_every_env(env_id):
     env = gym.make(env_id, split="test")
     oracle = OraclePolicy(env, INDICES)
@@ -104,6 +104,16 @@ def test_random_edits_have_an_image_of_the_right_shape():
         assert info["error"] is None
         assert info["parsed"]["image_shape"] == list(obs["image"].shape)
         assert info["reward_components"]["edit"] < 0.9 and info["reward_components"]["format"] == 1.0
+
+
+def test_random_actions_parse_on_every_multitask_subtask():
+    episodes = _episodes("LaViDa/MultiTask-v0", RandomPolicy(seed=0), range(24), grounding={"box_format": "norm1000"})
+    tasks = set()
+    for _, results in episodes:
+        _, info = results[0]
+        tasks.add(info["task"])
+        assert info["error"] is None and info["reward_components"]["format"] == 1.0, info
+    assert tasks == set(ENVS.values())
 
 
 def test_random_is_deterministic_per_observation_not_per_batch():
