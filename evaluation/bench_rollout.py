@@ -1,0 +1,216 @@
+"""``lavida bench rollout``: masked-diffusion sampler throughput, one token per step vs threshold decoding.
+
+Model: the project's ``DiffusionModel`` (agents.diffusion.model) at a tiny size, briefly trained
+(``--train-steps``) with the complementary-mask ELBO on a synthetic "walk" task, so its confidences are
+realistic: the prompt is random letters; the response starts after the prompt's last letter and
+moves +1 (p=0.9) or +2 (p=0.1) letters per position (mod the alphabet). Decoders are rows of
+``METHODS`` (name -> function returning tokens generated and model calls), so other policies
+(e.g. the AR baseline) can be added to the same table. Prints, per method: generated tokens/s, speedup
+over one token per step, batched model calls, mean denoising steps per row (a row leaves the
+batch once done under threshold decoding) and the fraction of responses that follow the walk rule.
+``--cache DIR`` saves the trained model so repeated runs (and ``bench likelihood``) skip training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from agents.diffusion.likelihood import estimate_log_likelihood
+from agents.diffusion.sampler import sample
+
+FIRST_LETTER = 8  # ids below are special tokens of DiffusionConfig (pad, eos, mask, image, ...)
+
+
+@dataclass
+class WalkTask:
+    """Synthetic prompts/responses whose response tokens depend strongly on their neighbours."""
+
+    prompt_len: int = 8
+    gen_length: int = 32
+    letters: int = 16
+    jump_prob: float = 0.1
+
+    @property
+    def entropy(self) -> float:
+        """Entropy of one move in nats (the best achievable NLL per response token)."""
+        p = self.jump_prob
+        return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+    def batch(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts (n, P) and responses (n, G) as token ids."""
+        prompts = torch.randint(0, self.letters, (n, self.prompt_len), generator=generator)
+        moves = 1 + (torch.rand(n, self.gen_length, generator=generator) < self.jump_prob).long()
+        response = (prompts[:, -1:] + moves.cumsum(1)) % self.letters
+        return prompts + FIRST_LETTER, response + FIRST_LETTER
+
+    def follows_rule(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        """Bool (n,): every move of the response is +1 or +2 letters."""
+        walk = torch.cat([prompts[:, -1:], responses], dim=1) - FIRST_LETTER
+        moves = (walk[:, 1:] - walk[:, :-1]) % self.letters
+        in_alphabet = ((responses >= FIRST_LETTER) & (responses < FIRST_LETTER + self.letters)).all(1)
+        return in_alphabet & ((moves == 1) | (moves == 2)).all(1)
+
+
+def tiny_model(task: WalkTask, seed: int = 0, hidden: int = 128, layers: int = 4):
+    """The project's DiffusionModel at a tiny size for this task."""
+    from agents.diffusion.model import DiffusionConfig, DiffusionModel
+
+    torch.manual_seed(seed)
+    config = DiffusionConfig(vocab_size=FIRST_LETTER + task.letters, hidden_size=hidden, num_layers=layers,
+                             num_heads=4, max_position_embeddings=task.prompt_len + task.gen_length)
+    return DiffusionModel(config)
+
+
+def model_fn_of(model) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """``model_fn(ids, attention_mask) -> logits`` for a DiffusionModel."""
+    return lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits
+
+
+def train_walk(model, task: WalkTask, steps: int, batch: int = 64, lr: float = 3e-3, seed: int = 0) -> list[float]:
+    """Masked-diffusion training (complementary-mask ELBO per token); returns the loss per step."""
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * (1 - s / (steps + 1)))
+    losses = []
+    model.train()
+    for step in range(steps):
+        prompts, responses = task.batch(batch, gen)
+        seqs = torch.cat([prompts, responses], dim=1).to(device)
+        response_mask = torch.zeros_like(seqs, dtype=torch.bool)
+        response_mask[:, task.prompt_len:] = True
+        est = estimate_log_likelihood(model_fn_of(model), seqs, response_mask, estimator="complementary",
+                                      mask_seed=seed * 1_000_003 + step, mask_id=model.config.mask_token_id,
+                                      normalize=True)
+        loss = -est.loglik.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+@dataclass
+class Decoded:
+    """What one method produced for a batch of prompts."""
+
+    responses: torch.Tensor  # (B, G) token ids
+    model_calls: int  # batched model calls
+    steps_per_row: float  # mean denoising steps (or decoded tokens for AR) per row
+
+
+Method = Callable[[torch.Tensor, int], Decoded]
+
+
+def diffusion_method(model, task: WalkTask, **decoding) -> Method:
+    """A table row: sample with the given LLaDA decoding settings."""
+
+    def run(prompts: torch.Tensor, seed: int) -> Decoded:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            out = sample(model_fn_of(model), prompts, None, gen_length=task.gen_length,
+                         mask_id=model.config.mask_token_id, generator=gen,
+                         suppress_ids=list(range(FIRST_LETTER)), **decoding)
+        steps = out.unmask_step.max(dim=1).values.float().mean()
+        return Decoded(out.sequences[:, prompts.shape[1]:], out.nfe, float(steps))
+
+    return run
+
+
+def prepared_model(task: WalkTask, train_steps: int, seed: int, cache: str | None, device: str = "cpu"):
+    """The tiny model trained for ``train_steps`` (loaded from ``cache`` when it holds that run)."""
+    model = tiny_model(task, seed)
+    path = Path(cache) / f"walk-g{task.gen_length}-l{task.letters}-s{train_steps}-seed{seed}.pt" if cache else None
+    if path is not None and path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu"))
+        print(f"loaded trained model from {path}")
+    elif train_steps:
+        started = time.perf_counter()
+        losses = train_walk(model.to(device), task, train_steps, seed=seed)
+        print(f"trained {train_steps} steps in {time.perf_counter() - started:.0f}s: loss/token "
+              f"{losses[0]:.3f} -> {sum(losses[-20:]) / len(losses[-20:]):.3f} (complementary ELBO; "
+              f"the walk's entropy is {task.entropy:.3f} nats/token)")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), path)
+    return model.to(device).eval()
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the rollout and likelihood benches (task, training, cache, threads)."""
+    parser.add_argument("--gen-length", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=400, help="0 = random init")
+    parser.add_argument("--cache", default=None, help="directory to save/load the trained tiny model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription)")
+
+
+def time_method(run: Method, prompts: torch.Tensor, task: WalkTask, repeats: int, seed: int) -> dict[str, float]:
+    """Tokens/s, model calls, steps per row and rule-following rate of one method over ``repeats`` batches."""
+    cuda = prompts.is_cuda
+    run(prompts, seed)  # warm-up
+    totals = dict(tokens=0.0, calls=0.0, steps=0.0, valid=0.0, seconds=0.0)
+    for rep in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = run(prompts, seed + rep)
+        if cuda:
+            torch.cuda.synchronize()
+        totals["seconds"] += time.perf_counter() - t0
+        totals["tokens"] += out.responses.numel()
+        totals["calls"] += out.model_calls / repeats
+        totals["steps"] += out.steps_per_row / repeats
+        totals["valid"] += float(task.follows_rule(prompts.cpu(), out.responses.cpu()).float().mean()) / repeats
+    return {**totals, "tokens_per_s": totals["tokens"] / totals["seconds"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train a tiny model briefly, then time each decoding method on the same prompts."""
+    parser = argparse.ArgumentParser(prog="lavida bench rollout", description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
+    parser.add_argument("--batch", type=int, default=32, help="rollouts per sampler call")
+    parser.add_argument("--block-length", type=int, default=16)
+    parser.add_argument("--threshold", type=float, nargs="+", default=[0.9, 0.7], help="threshold values to time")
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--repeats", type=int, default=3, help="timed batches per method")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    task = WalkTask(gen_length=args.gen_length)
+    model = prepared_model(task, args.train_steps, args.seed, args.cache, args.device)
+    common = dict(block_length=args.block_length, temperature=args.temperature)
+    methods: dict[str, Method] = {
+        "diffusion, 1 token/step": diffusion_method(model, task, steps=args.gen_length, **common),
+        "diffusion, 2 tokens/step": diffusion_method(model, task, steps=args.gen_length // 2, **common),
+    }
+    for value in args.threshold:
+        methods[f"diffusion, threshold {value}"] = diffusion_method(
+            model, task, steps=args.gen_length, threshold=value, **common)
+    print(f"device={args.device} batch={args.batch} gen_length={args.gen_length} block_length={args.block_length} "
+          f"temperature={args.temperature} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M")
+    print(f"{'method':30s} {'tokens/s':>9s} {'speedup':>8s} {'calls/batch':>12s} {'steps/row':>10s} {'valid':>6s}")
+    prompts = task.batch(args.batch, torch.Generator().manual_seed(args.seed + 1))[0].to(args.device)
+    baseline = None
+    for name, run in methods.items():
+        stats = time_method(run, prompts, task, args.repeats, args.seed)
+        baseline = baseline or stats["tokens_per_s"]
+        print(f"{name:30s} {stats['tokens_per_s']:9.0f} {stats['tokens_per_s'] / baseline:7.2f}x "
+              f"{stats['calls']:12.1f} {stats['steps']:10.1f} {stats['valid']:6.2f}")
+    print("valid = fraction of responses whose every move is +1 or +2 letters")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
