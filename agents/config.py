@@ -6,8 +6,9 @@ Contract:
   ``transformers.HfArgumentParser`` from the command line and from YAML files
   (:func:`parse_config`: ``--config FILE.yaml`` sets the defaults, other flags override them;
   :func:`load_config` reads a file). A YAML file may name another one in ``base:`` (a path
-  relative to itself); its keys are read first and then overridden, so an ablation preset
-  is its base plus the one change it ablates.
+  relative to itself); its keys are read first and then overridden key by key (a dict value
+  such as ``task_decoding`` is replaced whole), so an ablation preset is its base plus the
+  one change it ablates.
 * ``tasks`` holds the task mixture as ``{task: weight}``; on the command line
   ``visual_math:1,grounding:1,image_edit:1`` or JSON. ``task_decoding`` holds per-task
   overrides of the sampler settings (``gen_length``, ``steps``, ``block_length``,
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 import yaml
@@ -75,7 +76,8 @@ class TaskWeights(dict):
         try:
             super().__init__({str(k): float(v) for k, v in dict(value or {}).items()})
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"tasks: cannot read task weights from {value!r} ({exc}); write e.g. 'visual_math:1,grounding:1'") from None
+            fix = "write e.g. 'visual_math:1,grounding:1'"
+            raise ValueError(f"TrainConfig.tasks={value!r}: cannot read task weights ({exc}); {fix}") from None
 
 
 class TaskDecoding(dict):
@@ -91,8 +93,12 @@ class TaskDecoding(dict):
         super().__init__({str(k): dict(v) for k, v in (value or {}).items()})
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
+def _field(
+    default: Any = MISSING, help: str = "", *, factory: Any = MISSING, choices: Sequence[str] | None = None
+) -> Any:
+    """A dataclass field with a default (or default factory) and argparse help/choices metadata."""
+    metadata = {"help": help, **({"choices": list(choices)} if choices is not None else {})}
+    return field(default=default, default_factory=factory, metadata=metadata)
 
 
 @dataclass
@@ -100,68 +106,81 @@ class TrainConfig:
     """All settings of one training run (phase ``sft`` or ``rl``) of the LaViDa-R1 trainer."""
 
     # ----- run -----------------------------------------------------------------------
-    phase: str = field(default="rl", metadata=_help("Training phase: 'sft' (reference solutions only) or 'rl' (the unified loss).", choices=list(PHASES)))
-    policy: str = field(default="diffusion", metadata=_help("Policy to train: 'diffusion' (DiffusionPolicy.tiny), 'ar' (baselines.ARPolicy.tiny) or a checkpoint directory."))
-    init_from: str | None = field(default=None, metadata=_help("Checkpoint directory to start the weights from (e.g. the SFT phase's output_dir)."))
-    output_dir: str = field(default="runs/lavida", metadata=_help("Where metrics.jsonl, checkpoints and the final policy are written."))
-    seed: int = field(default=0, metadata=_help("Seed of model init, problem draws, sampling, mask seeds and forcing coins."))
-    resume_from: str | None = field(default=None, metadata=_help("Checkpoint directory (output_dir/checkpoint-STEP) to continue exactly from."))
-    max_steps: int = field(default=100, metadata=_help("Optimizer steps of this phase."))
-    sft_steps: int = field(default=0, metadata=_help("Phase 'rl' only: SFT warm-start steps run first, at sft_learning_rate."))
+    phase: str = _field("rl", "'sft' (reference solutions only) or 'rl' (the unified loss).", choices=PHASES)
+    policy: str = _field("diffusion", "'diffusion' (DiffusionPolicy.tiny), 'ar' (ARPolicy.tiny) or a checkpoint dir.")
+    init_from: str | None = _field(None, "Checkpoint directory to start the weights from (e.g. the SFT run's output).")
+    output_dir: str = _field("runs/lavida", "Where metrics.jsonl, checkpoints and the final policy are written.")
+    seed: int = _field(0, "Seed of model init, problem draws, sampling, mask seeds and forcing coins.")
+    resume_from: str | None = _field(None, "Checkpoint directory (output_dir/checkpoint-STEP) to continue exactly.")
+    max_steps: int = _field(100, "Optimizer steps of this phase.")
+    sft_steps: int = _field(0, "Phase 'rl' only: SFT warm-start steps run first, at sft_learning_rate.")
     # ----- tasks and envs ------------------------------------------------------------
-    tasks: TaskWeights = field(default_factory=lambda: TaskWeights({t: 1.0 for t in KNOWN_TASKS}), metadata=_help("Task mixture {task: weight}; CLI form 'visual_math:1,grounding:1,image_edit:1'. Every batch mixes tasks by weight."))
-    difficulty: str = field(default="mixed", metadata=_help("Env difficulty: a level '1'..'5' or 'mixed'."))
-    image_size: int = field(default=64, metadata=_help("Observation image size (pixels) of every env."))
+    tasks: TaskWeights = _field(
+        factory=lambda: TaskWeights({t: 1.0 for t in KNOWN_TASKS}),
+        help="Task mixture {task: weight} (CLI: 'visual_math:1,grounding:1,image_edit:1'); every batch mixes tasks.",
+    )
+    difficulty: str = _field("mixed", "Env difficulty: a level '1'..'5' or 'mixed'.")
+    image_size: int = _field(64, "Observation image size (pixels) of every env.")
     # ----- batch ---------------------------------------------------------------------
-    prompts_per_step: int = field(default=4, metadata=_help("Prompts (groups) sampled per RL step."))
-    sft_per_step: int = field(default=4, metadata=_help("SFT rows (reference solutions, same task mix) per step; with regularizer 'sft' they join the rollouts in one batch."))
-    num_generations: int = field(default=8, metadata=_help("Group size N: responses sampled per prompt (TRL's num_generations)."))
-    gradient_accumulation_steps: int = field(default=1, metadata=_help("Micro-batches accumulated per optimizer step."))
+    prompts_per_step: int = _field(4, "Prompts (groups) sampled per RL step.")
+    sft_per_step: int = _field(4, "SFT rows (reference solutions, same task mix) per step.")
+    num_generations: int = _field(8, "Group size N: responses sampled per prompt (TRL's num_generations).")
+    gradient_accumulation_steps: int = _field(1, "Micro-batches accumulated per optimizer step.")
     # ----- likelihood and loss -------------------------------------------------------
-    likelihood: str = field(default="complementary", metadata=_help("ELBO estimator: 'complementary' (LaViDa-R1), 'random_mask' (LLaDA/UniGRPO, 1/t) or 'mean_field' (d1).", choices=list(LIKELIHOODS)))
-    likelihood_samples: int = field(default=1, metadata=_help("Mask samples (pairs for 'complementary') averaged per likelihood estimate."))
-    loss_type: str = field(default="sequence", metadata=_help("Loss normalisation: 'sequence' = -(1/N) sum A_i ELBO_i (DESIGN); 'grpo' per-row token mean; 'bnpo'/'dapo' by response tokens in the batch; 'dr_grpo' by N * max response length (TRL's names; TRL's default is 'dapo').", choices=list(LOSS_TYPES)))
-    scale_rewards: str = field(default="group", metadata=_help("GRPO advantage scaling (TRL): 'group' (true) divides by the group's std, 'batch' by the batch std, 'none' (false) only centres."))
-    sft_weight: float = field(default=1.0, metadata=_help("Advantage A of SFT rows in the unified loss (paper: 1)."))
-    gamma: float = field(default=0.5, metadata=_help("Self-distillation mix: A = gamma * A_distill + (1 - gamma) * A_grpo (paper: 0.5)."))
-    regularizer: str = field(default="sft", metadata=_help("'sft': SFT rows in the batch (LaViDa-R1); 'kl': beta * k3 KL to a frozen reference instead; 'none': neither.", choices=list(REGULARIZERS)))
-    beta: float = field(default=0.0, metadata=_help("KL coefficient (TRL's beta); used by regularizer 'kl', which needs beta > 0."))
-    epsilon: float = field(default=0.2, metadata=_help("Clip range of the importance ratio (TRL's epsilon); used when updates_per_batch > 1."))
-    epsilon_high: float | None = field(default=None, metadata=_help("Upper clip range (TRL's epsilon_high); None = epsilon."))
-    updates_per_batch: int = field(default=1, metadata=_help("Optimizer updates per rollout batch (TRL's num_iterations); > 1 enables the clipped ratio with the same mask seeds."))
+    likelihood: str = _field("complementary", "ELBO estimator (LaViDa-R1: complementary).", choices=LIKELIHOODS)
+    likelihood_samples: int = _field(1, "Mask samples (pairs for 'complementary') averaged per estimate.")
+    loss_type: str = _field(
+        "sequence",
+        help="Normalisation: 'sequence' -(1/N) sum A_i ELBO_i (DESIGN); 'grpo' per-row token mean; 'bnpo'/'dapo' "
+        "by response tokens; 'dr_grpo' by N * max length (TRL's names; TRL's default is 'dapo').",
+        choices=LOSS_TYPES,
+    )
+    scale_rewards: str = _field("group", "TRL's: 'group' (true) / 'batch' std, or 'none' (false): only centre.")
+    sft_weight: float = _field(1.0, "Advantage A of SFT rows in the unified loss (paper: 1).")
+    gamma: float = _field(0.5, "Self-distillation mix A = gamma * A_distill + (1 - gamma) * A_grpo (paper 0.5).")
+    regularizer: str = _field("sft", "'sft' rows (LaViDa-R1), 'kl' (beta * k3 KL) or 'none'.", choices=REGULARIZERS)
+    beta: float = _field(0.0, "KL coefficient (TRL's beta); regularizer 'kl' needs beta > 0.")
+    epsilon: float = _field(0.2, "Clip range of the importance ratio (TRL's epsilon); used when updates_per_batch > 1.")
+    epsilon_high: float | None = _field(None, "Upper clip range (TRL's epsilon_high); None = epsilon.")
+    updates_per_batch: int = _field(1, "Updates per rollout batch (TRL's num_iterations); > 1: clipped ratio.")
     # ----- answer forcing ------------------------------------------------------------
-    answer_forcing: bool = field(default=True, metadata=_help("Add an answer-forced (N+1)-th sample to groups whose rewards are all below forcing_threshold."))
-    forcing_threshold: float = field(default=0.5, metadata=_help("A group triggers forcing when every reward is below this (paper: 0.5)."))
-    forcing_prob: float = field(default=0.1, metadata=_help("Probability that a triggered group gets its forced sample (paper: 0.1 best, 1.0 collapses)."))
-    forced_tokens_in_loss: bool = field(default=False, metadata=_help("Whether the forced answer tokens count in the forced sample's likelihood (else only the reasoning)."))
-    forcing_tasks: list[str] = field(default_factory=lambda: ["visual_math", "grounding"], metadata=_help("Tasks with a gold answer that answer forcing may use (never image_edit)."))
-    forcing_template: str = field(default="<answer>{answer}</answer>", metadata=_help("Forced response suffix; '{answer}' is replaced by the gold answer."))
+    answer_forcing: bool = _field(True, "Answer-forced (N+1)-th sample for groups all below forcing_threshold.")
+    forcing_threshold: float = _field(0.5, "A group triggers forcing when every reward is below this (paper: 0.5).")
+    forcing_prob: float = _field(0.1, "Chance a triggered group keeps its forced sample (paper: 0.1; 1.0 collapses).")
+    forced_tokens_in_loss: bool = _field(False, "Whether forced answer tokens count in the forced row's likelihood.")
+    forcing_tasks: list[str] = _field(factory=lambda: ["visual_math", "grounding"], help="Tasks with a gold answer.")
+    forcing_template: str = _field("<answer>{answer}</answer>", "Forced response suffix ('{answer}': the gold).")
     # ----- tree search ---------------------------------------------------------------
-    tree_search: list[str] = field(default_factory=lambda: ["image_edit"], metadata=_help("Tasks rolled out by tree search (real-valued rewards); [] turns it off."))
-    tree_branch_steps: list[int] = field(default_factory=lambda: [0, 8], metadata=_help("Denoising step each tree round branches at (first 0 = from scratch); k rounds give N*k leaves (paper: [0, 8] of 64)."))
-    # ----- sampling ------------------------------------------------------------------
-    gen_length: int = field(default=64, metadata=_help("Response text positions (default for tasks without an override)."))
-    steps: int = field(default=64, metadata=_help("Denoising steps per response."))
-    block_length: int = field(default=32, metadata=_help("Semi-autoregressive block length."))
-    temperature: float = field(default=1.0, metadata=_help("Sampling temperature of rollouts (Gumbel noise; 0 = greedy)."))
-    remasking: str = field(default="low_confidence", metadata=_help("Which positions a step unmasks: 'low_confidence' or 'random'.", choices=list(REMASKINGS)))
-    threshold: float | None = field(default=None, metadata=_help("Parallel threshold decoding confidence (None = fixed schedule)."))
-    task_decoding: TaskDecoding = field(default_factory=lambda: TaskDecoding({"visual_math": {"gen_length": 64}, "grounding": {"gen_length": 32}, "image_edit": {"gen_length": 32}}), metadata=_help("Per-task overrides of gen_length/steps/block_length/temperature/remasking/threshold, e.g. '{\"grounding\": {\"gen_length\": 32}}'."))
+    tree_search: list[str] = _field(factory=lambda: ["image_edit"], help="Tasks sampled by tree search ([]: off).")
+    tree_branch_steps: list[int] = _field(
+        factory=lambda: [0, 8], help="Step each tree round branches at (0 = from scratch; paper [0, 8] of 64)."
+    )
+    # ----- sampling (LLaDA's names; per-task overrides in task_decoding) --------------
+    gen_length: int = _field(64, "Response text positions (tasks without an override).")
+    steps: int = _field(64, "Denoising steps per response.")
+    block_length: int = _field(32, "Block length (one block if it does not divide; see DecodingConfig.plan).")
+    temperature: float = _field(1.0, "Sampling temperature of rollouts (0 = greedy).")
+    remasking: str = _field("low_confidence", "Which positions a step unmasks.", choices=REMASKINGS)
+    threshold: float | None = _field(None, "Parallel threshold-decoding confidence (None = fixed schedule).")
+    task_decoding: TaskDecoding = _field(
+        factory=lambda: TaskDecoding({"grounding": {"gen_length": 160}, "image_edit": {"gen_length": 192}}),
+        help="Per-task overrides of the six sampling settings, e.g. '{\"grounding\": {\"gen_length\": 160}}'.",
+    )
     # ----- optimisation --------------------------------------------------------------
-    learning_rate: float = field(default=1e-4, metadata=_help("Peak learning rate of this phase (paper: SFT 5e-6, RL 10x lower)."))
-    sft_learning_rate: float = field(default=1e-3, metadata=_help("Learning rate of the sft_steps warm start in phase 'rl'."))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
-    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0 = off)."))
-    warmup_steps: int = field(default=0, metadata=_help("Linear learning-rate warm-up steps."))
-    lr_scheduler_type: str = field(default="constant", metadata=_help("Learning-rate schedule after warm-up.", choices=list(SCHEDULERS)))
-    mixed_precision: str = field(default="no", metadata=_help("accelerate mixed precision: 'no', 'fp16' or 'bf16'.", choices=["no", "fp16", "bf16"]))
+    learning_rate: float = _field(1e-4, "Peak learning rate of this phase (paper: SFT 5e-6, RL 10x lower).")
+    sft_learning_rate: float = _field(1e-3, "Learning rate of the sft_steps warm start in phase 'rl'.")
+    weight_decay: float = _field(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _field(1.0, "Gradient clipping norm (0 = off).")
+    warmup_steps: int = _field(0, "Linear learning-rate warm-up steps.")
+    lr_scheduler_type: str = _field("constant", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
+    mixed_precision: str = _field("no", "accelerate mixed precision.", choices=("no", "fp16", "bf16"))
     # ----- logging, evaluation, checkpoints ------------------------------------------
-    logging_steps: int = field(default=1, metadata=_help("Write metrics.jsonl every this many steps."))
-    report_to: str = field(default="none", metadata=_help("accelerate trackers besides metrics.jsonl: 'none', 'tensorboard', 'wandb', ..."))
-    eval_every: int = field(default=50, metadata=_help("Held-out evaluation every this many steps (0 = only at the end)."))
-    eval_episodes: int = field(default=32, metadata=_help("Held-out (test split) problems per task per evaluation."))
-    save_every: int = field(default=100, metadata=_help("Checkpoint every this many steps (0 = only at the end)."))
-    collapse_window: int = field(default=20, metadata=_help("Steps over which falling reward and entropy together raise the collapse alarm."))
+    logging_steps: int = _field(1, "Write metrics.jsonl every this many steps.")
+    report_to: str = _field("none", "accelerate trackers besides metrics.jsonl: 'none', 'tensorboard', 'wandb'.")
+    eval_every: int = _field(50, "Held-out evaluation every this many steps (0 = only at the end).")
+    eval_episodes: int = _field(32, "Held-out (test split) problems per task per evaluation.")
+    save_every: int = _field(100, "Checkpoint every this many steps (0 = only at the end).")
+    collapse_window: int = _field(20, "Steps over which falling reward and entropy raise the collapse alarm.")
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks, TaskWeights):
@@ -216,7 +235,9 @@ class TrainConfig:
         for name in ("max_steps", "prompts_per_step", "num_generations", "likelihood_samples",
                      "updates_per_batch", "gradient_accumulation_steps", "logging_steps", "image_size"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("sft_steps", "sft_per_step", "eval_every", "eval_episodes", "save_every", "warmup_steps", "collapse_window"):
+        counts = ("sft_steps", "sft_per_step", "eval_every", "eval_episodes", "save_every", "warmup_steps",
+                  "collapse_window")  # fmt: skip
+        for name in counts:
             _check_int(name, getattr(self, name), minimum=0)
         if self.difficulty != "mixed" and self.difficulty not in {"1", "2", "3", "4", "5"}:
             _fail("difficulty", self.difficulty, "use a level 1..5 or 'mixed'")
@@ -261,7 +282,7 @@ class TrainConfig:
         if self.regularizer == "kl" and self.beta <= 0:
             _fail("beta", self.beta, "regularizer 'kl' needs beta > 0 (e.g. 0.04)")
         if self.regularizer == "sft" and self.phase == "rl" and self.sft_per_step < 1:
-            _fail("sft_per_step", self.sft_per_step, "regularizer 'sft' needs SFT rows in the batch (>= 1), or set regularizer 'none'")
+            _fail("sft_per_step", self.sft_per_step, "regularizer 'sft' needs SFT rows (>= 1); or regularizer 'none'")
         if self.phase == "sft" and self.sft_per_step < 1:
             _fail("sft_per_step", self.sft_per_step, "phase 'sft' trains on SFT rows only; set sft_per_step >= 1")
 
@@ -282,11 +303,6 @@ class TrainConfig:
 
         for key in ("gen_length", "steps", "block_length"):
             _check_int(label(key), d[key], minimum=1)
-        if d["gen_length"] % d["block_length"]:
-            _fail(label("block_length"), d["block_length"], f"must divide gen_length {d['gen_length']} (task {task})")
-        if d["steps"] % (d["gen_length"] // d["block_length"]):
-            blocks = d["gen_length"] // d["block_length"]
-            _fail(label("steps"), d["steps"], f"must be a multiple of the {blocks} blocks of task {task}")
         if not (isinstance(d["temperature"], (int, float)) and d["temperature"] >= 0):
             _fail(label("temperature"), d["temperature"], "must be a number >= 0")
         _check_choice(label("remasking"), d["remasking"], REMASKINGS)

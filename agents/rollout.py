@@ -55,6 +55,7 @@ __all__ = [
     "concat_rollouts",
     "group_metrics",
     "open_problems",
+    "sample_problems",
     "score_actions",
     "select_rows",
 ]
@@ -220,6 +221,28 @@ def as_problem(p: Problem | tuple[str, int]) -> Problem:
     return p if isinstance(p, Problem) else Problem(str(p[0]), int(p[1]))
 
 
+def sample_problems(
+    weights: Mapping[str, float], count: int, rng: np.random.Generator, envs: Mapping[str, Any] | None = None
+) -> list[Problem]:
+    """``count`` problems of the mixture: env name drawn by weight, index uniform over its problems.
+
+    An env with ``unwrapped.num_problems()`` (dataset-backed) bounds the index; procedural
+    envs draw from ``[0, 2**31 - 1)``.
+    """
+    names = [name for name, w in weights.items() if w > 0]
+    if not names or any(w < 0 for w in weights.values()):
+        raise ValueError(f"weights must be >= 0 with at least one > 0, got {dict(weights)}")
+    p = np.array([weights[n] for n in names], dtype=np.float64)
+    picks = rng.choice(len(names), size=count, p=p / p.sum())
+    out = []
+    for k in picks:
+        env = (envs or {}).get(names[k])
+        sized = getattr(getattr(env, "unwrapped", env), "num_problems", None)
+        high = (sized() if callable(sized) else None) or 2**31 - 1
+        out.append(Problem(names[k], int(rng.integers(0, high))))
+    return out
+
+
 def open_problems(
     envs: Mapping[str, Any], problems: Sequence[Problem | tuple[str, int]]
 ) -> tuple[list[dict[str, Any]], list[dict]]:
@@ -258,7 +281,10 @@ def collect_groups(
     forcing = forcing or ForcingConfig(enabled=False)
     if not 0.0 <= forcing.threshold <= 1.0 or not 0.0 <= forcing.prob <= 1.0:
         raise ValueError(f"forcing threshold and prob must be in [0, 1], got {forcing.threshold} and {forcing.prob}")
-    rng = rng if rng is not None else np.random.default_rng(0)
+    if rng is None:
+        if forcing.enabled and 0.0 < forcing.prob < 1.0:
+            raise ValueError("answer forcing with 0 < prob < 1 needs rng: a seeded np.random.Generator kept across steps")
+        rng = np.random.default_rng(0)
     groups, observations = open_problems(envs, problems)
     for group in groups:  # the coin is independent of the rewards: draw it before sampling
         coin = float(rng.random()) < forcing.prob

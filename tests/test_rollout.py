@@ -9,7 +9,7 @@ import torch
 
 import lavida_envs  # noqa: F401  (registers the ids)
 from agents.policy import Rollouts, expand_forced
-from agents.rollout import ForcingConfig, Problem, collect_groups, concat_rollouts, select_rows
+from agents.rollout import ForcingConfig, Problem, collect_groups, concat_rollouts, sample_problems, select_rows
 
 torch.set_num_threads(1)
 WRONG = "<think>I guess.</think><answer>nonsense</answer>"
@@ -176,3 +176,24 @@ def test_real_diffusion_policy_forced_tokens_sit_at_the_forced_positions(envs):
     assert r.texts[3].endswith(f"<answer>{gold(envs, 1)}</answer>")
     assert batch.rewards[:3].max() < 0.5 and batch.correct[3] and batch.rewards[3] >= 0.9  # the group gained variance
     assert batch.metrics["frac_reward_zero_std/after_forcing"] == 0.0
+
+
+def test_forcing_with_a_coin_needs_a_kept_rng(envs):
+    with pytest.raises(ValueError, match="rng"):
+        collect_groups(ScriptedPolicy(wrong_unless_forced), envs, [("math", 0)], 2, forcing=ForcingConfig(prob=0.1))
+
+
+def test_sample_problems_follows_the_weights_and_dataset_sizes():
+    class Sized:
+        def num_problems(self):
+            return 3
+
+    weights = {"math": 3.0, "grounding": 1.0, "edit": 0.0}
+    problems = sample_problems(weights, 2000, np.random.default_rng(5), envs={"grounding": Sized()})
+    names = [p.env for p in problems]
+    assert "edit" not in names and abs(names.count("math") / 2000 - 0.75) < 0.04
+    assert {p.index for p in problems if p.env == "grounding"} == {0, 1, 2}
+    assert len({p.index for p in problems if p.env == "math"}) > 1400  # procedural: a huge index space
+    assert sample_problems(weights, 50, np.random.default_rng(5)) == sample_problems(weights, 50, np.random.default_rng(5))
+    with pytest.raises(ValueError, match="weights"):
+        sample_problems({"math": 0.0}, 1, np.random.default_rng(0))

@@ -55,6 +55,7 @@ def test_tree_makes_fewer_model_calls_than_independent_chains_and_skips_the_shar
     assert counter.rows == 2 * 3 * N * STEPS
     assert out.row_evals < counter.rows
     assert out.row_evals == 2 * N * (3 * STEPS - 12)
+    assert out.nfe == 3 * STEPS - 12 < 3 * STEPS  # also fewer calls than k rounds of N fresh chains
 
 
 def test_branches_start_from_the_best_leaf_so_far_and_keep_its_prefix():
@@ -164,3 +165,29 @@ def test_tree_rollout_names_the_missing_branching_hook():
 
     with pytest.raises(TypeError, match="rollout_from"):
         tree_rollout(NoHook(), {"letters": LetterEnv()}, [("letters", 1)], N, branch_steps=[0, 4])
+
+
+def test_tree_rollout_with_the_real_diffusion_policy_on_image_edit():
+    import gymnasium as gym
+
+    import lavida_envs  # noqa: F401
+    from agents.diffusion.policy import DecodingConfig, DiffusionPolicy
+
+    decoding = DecodingConfig(gen_length=8, steps=8, block_length=8, temperature=1.0, task_gen_length={"image_edit": 8})
+    policy = DiffusionPolicy.tiny(seed=0, decoding=decoding)
+    env = gym.make("LaViDa/ImageEdit-v0", image_size=32, difficulty=1)
+    batch = tree_rollout(policy, {"edit": env}, [("edit", 0), ("edit", 3)], 2, branch_steps=[0, 4],
+                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert len(batch) == 2 * 2 * 2 and batch.group_ids.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert batch.tasks == ["image_edit"] * 8
+    assert all(isinstance(a, dict) and a["image"].shape == (32, 32, 3) for a in batch.rollouts.actions)
+    assert all("edit" in info["reward_components"] for info in batch.infos)
+    assert batch.metrics["tree_nfe"] == 8 + (8 - 4)  # the branch round skips the 4 shared steps
+    r = batch.rollouts
+    for g in (0, 1):
+        leaves = [4 * g + i for i in range(4)]
+        best = leaves[int(torch.argmax(batch.rewards[leaves[:2]]))]
+        for child in leaves[2:]:
+            kept = (r.unmask_step[best] >= 0) & (r.unmask_step[best] <= 4)
+            assert torch.equal(r.sequences[child][kept], r.sequences[best][kept])
+            assert bool((r.unmask_step[child][r.unmask_step[best] > 4] > 4).all())
