@@ -14,6 +14,7 @@ Contract:
 from __future__ import annotations
 
 import hashlib
+import operator
 
 import torch
 
@@ -34,9 +35,11 @@ def row_seeds(mask_seed: int | torch.Tensor, batch: int) -> list[int]:
                 f"mask_seed tensor must have shape ({batch},) (one seed per row), got {tuple(mask_seed.shape)}"
             )
         return [int(s) & ((1 << _SEED_BITS) - 1) for s in mask_seed.tolist()]
-    if isinstance(mask_seed, bool) or not isinstance(mask_seed, int):
-        raise TypeError(f"mask_seed must be an int or a (batch,) LongTensor, got {type(mask_seed).__name__}")
-    return [row_seed(mask_seed, i) for i in range(batch)]
+    try:
+        seed = operator.index(mask_seed)  # int, numpy integer, ...
+    except TypeError:
+        raise TypeError(f"mask_seed must be an int or a (batch,) LongTensor, got {type(mask_seed).__name__}") from None
+    return [row_seed(seed, i) for i in range(batch)]
 
 
 def row_generator(seed: int) -> torch.Generator:

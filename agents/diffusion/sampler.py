@@ -249,6 +249,7 @@ def rebuild_state(
     return SamplerState(sequences, torch.where(keep, unmask_step, torch.zeros_like(unmask_step)), int(step))
 
 
+@torch.no_grad()
 def sample(
     model_fn: ModelFn,
     prompt_ids: torch.Tensor,
@@ -268,7 +269,7 @@ def sample(
     suppress_ids: list[int] | None = None,
     on_step: Callable[[SamplerState], None] | None = None,
 ) -> SampleOutput:
-    """Denoise a fully masked response after each prompt (see the module docstring).
+    """Denoise a fully masked response after each prompt (see the module docstring); runs without grad.
 
     ``on_step`` (optional) receives a copy of the state before the first step and after every step.
     """
