@@ -27,9 +27,10 @@ Contract (:func:`collect_groups`):
   forced row), ``rewards``, ``group_ids`` (0..G-1 = position in ``problems``), ``forced``,
   ``correct``, per-row ``tasks``/``infos`` and ``metrics``: ``frac_reward_zero_std`` (free
   rows) and ``frac_reward_zero_std/after_forcing`` (kept rows), per group as TRL;
-  ``forcing_trigger_frac`` (groups that triggered), ``forced_frac`` (groups that kept a
-  forced row), ``forced_sampled_frac`` (groups that paid for one), ``reward``, ``reward_std``
-  (mean group std), ``reward/<task>``, ``accuracy/<task>`` over the free rows.
+  ``forcing_trigger_frac`` (groups meeting the trigger condition, logged even with forcing
+  off, for the ablations), ``forced_frac`` (groups that kept a forced row),
+  ``forced_sampled_frac`` (groups that paid for one), ``forced_reward``, and ``reward``,
+  ``reward_std`` (mean group std), ``reward/<task>``, ``accuracy/<task>`` over the free rows.
 """
 
 from __future__ import annotations
@@ -89,11 +90,13 @@ class ForcingConfig:
             template=str(config.forcing_template), tokens_in_loss=bool(config.forced_tokens_in_loss),
         )  # fmt: skip
 
+    def has_gold(self, task: str, answer: Any) -> bool:
+        """Whether a group of ``task`` with gold ``answer`` could be forced (whatever ``enabled``/``prob``)."""
+        return task in self.tasks and isinstance(answer, str) and bool(answer.strip())
+
     def suffix(self, task: str, answer: Any) -> str | None:
         """The forced suffix for a group of ``task`` with gold ``answer`` (None: never forced)."""
-        if not self.enabled or self.prob <= 0 or task not in self.tasks:
-            return None
-        if not isinstance(answer, str) or not answer.strip():
+        if not self.enabled or self.prob <= 0 or not self.has_gold(task, answer):
             return None
         return self.template.format(answer=answer.strip())
 
@@ -164,7 +167,7 @@ def _cat(values: list[Any], sizes: list[int], name: str) -> Any:
     if isinstance(first, torch.Tensor) and first.dim() >= 1 and all(v.shape[0] == s for v, s in zip(values, sizes)):
         widths = {tuple(v.shape[1:]) for v in values}
         if len(widths) > 1:
-            raise ValueError(f"cannot concatenate rollouts: {name} shapes differ {sorted(widths)} (same observations give one width)")
+            raise ValueError(f"cannot concatenate rollouts: {name} shapes differ {sorted(widths)} (pad to one width)")
         return torch.cat(values, dim=0)
     if isinstance(first, list) and all(len(v) == s for v, s in zip(values, sizes)):
         return [x for v in values for x in v]
@@ -180,7 +183,7 @@ def concat_rollouts(parts: Sequence[Rollouts]) -> Rollouts:
     sizes = [len(p) for p in parts]
     names = ("sequences", "response_mask", "prompt_index", "texts", "actions", "attention_mask",
              "unmask_step", "forced_mask", "pixel_values")  # fmt: skip
-    fields_ = {n: _cat([list(getattr(p, n)) if n in ("texts", "actions") else getattr(p, n) for p in parts], sizes, n) for n in names}
+    fields_ = {n: _cat([getattr(p, n) for p in parts], sizes, n) for n in names}
     keys = [k for k in parts[0].extras if all(k in p.extras for p in parts)]
     extras = {k: _cat([p.extras[k] for p in parts], sizes, f"extras[{k!r}]") for k in keys}
     return Rollouts(**fields_, extras=extras)
@@ -193,11 +196,14 @@ def score_actions(env: Any, index: int, actions: Sequence[Any]) -> list[StepResu
     for action in actions:
         env.reset(options={"index": int(index)})
         _, reward, _, _, info = env.step(action)
-        out.append(StepResult(float(reward), bool(info.get("correct", False)), dict(info.get("reward_components", {})), info))
+        components = dict(info.get("reward_components", {}))
+        out.append(StepResult(float(reward), bool(info.get("correct", False)), components, info))
     return out
 
 
-def group_metrics(rewards: torch.Tensor, group_ids: torch.Tensor, tasks: Sequence[str], correct: torch.Tensor) -> dict[str, float]:
+def group_metrics(
+    rewards: torch.Tensor, group_ids: torch.Tensor, tasks: Sequence[str], correct: torch.Tensor
+) -> dict[str, float]:
     """TRL-named reward metrics of a set of rows: reward, reward_std, frac_reward_zero_std, per task."""
     if rewards.numel() == 0:
         return {}
@@ -259,7 +265,8 @@ def open_problems(
     for ref in refs:
         obs, info = envs[ref.env].reset(options={"index": ref.index})
         task = str(info.get("task", ref.env))
-        groups.append(dict(env=ref.env, index=ref.index, task=task, answer=info.get("answer"), solution=info.get("solution")))
+        answer, solution = info.get("answer"), info.get("solution")
+        groups.append(dict(env=ref.env, index=ref.index, task=task, answer=answer, solution=solution))
         observations.append({**obs, "task": task})
     return groups, observations
 
@@ -309,8 +316,7 @@ def collect_groups(
         free, extra = rows[:num_generations], rows[num_generations:]
         for row, res in zip(free, scorer(envs[group["env"]], group["index"], [rollouts.actions[r] for r in free])):
             results[row] = res
-        gold = forcing.suffix(group["task"], group["answer"]) is not None
-        fires = gold and all(results[r].reward < forcing.threshold for r in free)
+        fires = forcing.has_gold(group["task"], group["answer"]) and all(results[r].reward < forcing.threshold for r in free)
         triggered += int(fires)
         keep += free
         if fires and extra:

@@ -106,10 +106,11 @@ def test_forcing_never_fires_on_tasks_without_gold_or_when_off(envs):
     assert batch.rewards.tolist() == pytest.approx([0.1] * 6)  # all below the threshold, still no forcing
     assert batch.metrics["forcing_trigger_frac"] == 0.0 and batch.metrics["frac_reward_zero_std/after_forcing"] == 1.0
     assert batch.tasks == ["image_edit"] * 6
-    for forcing in ({"enabled": False}, {"prob": 0.0}, {"tasks": ("grounding",)}):
+    for forcing, trigger in (({"enabled": False}, 1.0), ({"prob": 0.0}, 1.0), ({"tasks": ("grounding",)}, 0.0)):
         policy = ScriptedPolicy(wrong_unless_forced)
-        assert not bool(_collect(envs, policy, [("math", 0)], **forcing).forced.any())
-        assert policy.calls == [[None] * 3]
+        off = _collect(envs, policy, [("math", 0)], **forcing)
+        assert not bool(off.forced.any()) and policy.calls == [[None] * 3]
+        assert off.metrics["forcing_trigger_frac"] == trigger  # the condition is still logged with forcing off
 
 
 def test_forcing_coin_is_seeded_and_drawn_once_per_group(envs):
