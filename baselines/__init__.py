@@ -8,8 +8,7 @@ Exports are lazy, so ``import baselines`` stays cheap (torch/transformers load o
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agents._lazy import lazy_getattr
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -23,9 +22,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'baselines' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

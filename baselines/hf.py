@@ -27,10 +27,11 @@ results. A missing directory raises ``FileNotFoundError`` and a model of the wro
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Iterator
+
+from agents._lazy import lazy_getattr
 
 __all__ = [
     "HFCausalLMPolicy",
@@ -64,10 +65,7 @@ _EXPECTED = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _CLASSES:
-        return getattr(importlib.import_module(_CLASSES[name]), name)
-    raise AttributeError(f"module 'baselines.hf' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _CLASSES)
 
 
 def local_model_dir(path: str | os.PathLike, kind: str) -> Path:
@@ -177,22 +175,55 @@ def check_samples(num_samples: Any) -> int:
 
 
 class GenerateAdapter:
-    """Shared ``act`` of the ``generate``-based adapters (causal LM, VLM): batching, seeding, decoding."""
+    """Shared loading and ``act`` of the ``generate``-based adapters (causal LM, VLM).
 
-    path: Path
-    model: Any
-    device: Any
-    tokenizer: Any  # the (processor's) tokenizer: padding side, pad/eos ids, decoding
-    batch_prompts: bool
-    seed: int
+    Subclasses set ``kind`` and implement :meth:`load_processing` (tokenizer/processor),
+    :meth:`auto_model_class` and :meth:`model_inputs`.
+    """
 
-    def __init__(self, max_new_tokens: int, temperature: float, top_p: float, gen_kwargs: dict[str, Any]) -> None:
+    kind: str = "causal"
+    template_owner_name: str = "tokenizer"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        device: str | None = None,
+        dtype: Any = None,
+        use_chat_template: bool | None = None,
+        batch_prompts: bool = False,
+        trust_remote_code: bool = False,
+        **gen_kwargs: Any,
+    ) -> None:
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, float(temperature), float(top_p)
         self.gen_kwargs = dict(gen_kwargs)
+        self.seed, self.batch_prompts = int(seed), bool(batch_prompts)
+        self.path = local_model_dir(path, self.kind)
+        check_model_kind(load_local_config(self.path, self.kind, trust_remote_code), self.path, self.kind)
+        self.device = resolve_device(device)
+        owner = self.load_processing(trust_remote_code)
+        self.prepare_tokenizer()
+        extra = {"dtype": dtype} if dtype is not None else {}
+        self.model = self.auto_model_class().from_pretrained(
+            str(self.path), local_files_only=True, trust_remote_code=trust_remote_code, **extra
+        ).to(self.device).eval()
+        self.use_chat_template = chat_template_flag(owner, use_chat_template, self.path, self.template_owner_name)
+
+    def load_processing(self, trust_remote_code: bool) -> Any:
+        """Load and set ``self.tokenizer`` (and any processor); return the chat-template owner."""
+        raise NotImplementedError
+
+    def auto_model_class(self) -> Any:
+        """The transformers Auto class that loads the model."""
+        raise NotImplementedError
 
     def prepare_tokenizer(self) -> None:
         """Left padding (decoder-only generation) and a pad token (the eos token if none)."""

@@ -5,23 +5,16 @@ policy). The prompt goes through the tokenizer's chat template (one user turn, g
 prompt added) when it has one and ``use_chat_template`` is not False, else it is tokenized
 as plain text. Output: the decoded new tokens (special tokens skipped) as a text action.
 Generation: ``model.generate`` (KV cache), greedy at ``temperature=0`` else sampling with
-``temperature``/``top_p``; extra ``generate`` kwargs pass through. See :mod:`baselines.hf`.
+``temperature``/``top_p``; extra ``generate`` kwargs pass through. Constructor options:
+:class:`baselines.hf.GenerateAdapter`; behaviour common to the adapters: :mod:`baselines.hf`.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
-from baselines.hf import (
-    GenerateAdapter,
-    chat_template_flag,
-    check_model_kind,
-    load_local_config,
-    local_model_dir,
-    resolve_device,
-)
+from baselines.hf import GenerateAdapter
 
 __all__ = ["HFCausalLMPolicy"]
 
@@ -29,39 +22,23 @@ __all__ = ["HFCausalLMPolicy"]
 class HFCausalLMPolicy(GenerateAdapter):
     """A local ``AutoModelForCausalLM`` as a text-only policy (observation images are ignored)."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        device: str | None = None,
-        dtype: Any = None,
-        use_chat_template: bool | None = None,
-        batch_prompts: bool = False,
-        trust_remote_code: bool = False,
-        **gen_kwargs: Any,
-    ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    kind = "causal"
+    _warned_image = False
 
-        super().__init__(max_new_tokens, temperature, top_p, gen_kwargs)
-        self.path = local_model_dir(path, "causal")
-        config = load_local_config(self.path, "causal", trust_remote_code)
-        check_model_kind(config, self.path, "causal")
-        self.device = resolve_device(device)
+    def load_processing(self, trust_remote_code: bool) -> Any:
+        """The folder's tokenizer (also the chat-template owner)."""
+        from transformers import AutoTokenizer
+
         self.tokenizer = AutoTokenizer.from_pretrained(
             str(self.path), local_files_only=True, trust_remote_code=trust_remote_code
         )
-        self.prepare_tokenizer()
-        extra = {"dtype": dtype} if dtype is not None else {}
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(self.path), local_files_only=True, trust_remote_code=trust_remote_code, **extra
-        ).to(self.device).eval()
-        self.use_chat_template = chat_template_flag(self.tokenizer, use_chat_template, self.path, "tokenizer")
-        self.seed, self.batch_prompts = int(seed), bool(batch_prompts)
-        self._warned_image = False
+        return self.tokenizer
+
+    def auto_model_class(self) -> Any:
+        """``AutoModelForCausalLM``."""
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
 
     def prompt_text(self, observation: dict) -> str:
         """The text fed to the model for one observation (chat-templated or plain)."""

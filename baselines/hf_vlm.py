@@ -5,24 +5,17 @@ becomes one user turn ``[{"type": "image"}, {"type": "text", "text": prompt}]`` 
 the processor's chat template (generation prompt added); without a template the text is
 ``"<image token>\\n" + prompt``. The image (uint8 ``(H, W, 3)``) goes to the processor as a
 PIL image, which resizes it as the model expects. Output: the decoded new tokens as a text
-action. See :mod:`baselines.hf` for batching, seeding and errors.
+action. Constructor options: :class:`baselines.hf.GenerateAdapter`; batching, seeding and
+errors: :mod:`baselines.hf`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
-from baselines.hf import (
-    GenerateAdapter,
-    chat_template_flag,
-    check_model_kind,
-    load_local_config,
-    local_model_dir,
-    resolve_device,
-)
+from baselines.hf import GenerateAdapter
 
 __all__ = ["HFVLMPolicy"]
 
@@ -30,28 +23,13 @@ __all__ = ["HFVLMPolicy"]
 class HFVLMPolicy(GenerateAdapter):
     """A local ``AutoModelForImageTextToText`` + ``AutoProcessor`` as a policy on image + prompt."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        device: str | None = None,
-        dtype: Any = None,
-        use_chat_template: bool | None = None,
-        batch_prompts: bool = False,
-        trust_remote_code: bool = False,
-        **gen_kwargs: Any,
-    ) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+    kind = "vlm"
+    template_owner_name = "processor"
 
-        super().__init__(max_new_tokens, temperature, top_p, gen_kwargs)
-        self.path = local_model_dir(path, "vlm")
-        config = load_local_config(self.path, "vlm", trust_remote_code)
-        check_model_kind(config, self.path, "vlm")
-        self.device = resolve_device(device)
+    def load_processing(self, trust_remote_code: bool) -> Any:
+        """The folder's ``AutoProcessor`` (chat-template owner) and its tokenizer."""
+        from transformers import AutoProcessor
+
         try:
             self.processor = AutoProcessor.from_pretrained(
                 str(self.path), local_files_only=True, trust_remote_code=trust_remote_code
@@ -67,13 +45,13 @@ class HFVLMPolicy(GenerateAdapter):
                 f"the processor in {str(self.path)!r} ({type(self.processor).__name__}) lacks a tokenizer or an "
                 "image processor; expected a vision-language processor"
             )
-        self.prepare_tokenizer()
-        extra = {"dtype": dtype} if dtype is not None else {}
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            str(self.path), local_files_only=True, trust_remote_code=trust_remote_code, **extra
-        ).to(self.device).eval()
-        self.use_chat_template = chat_template_flag(self.processor, use_chat_template, self.path, "processor")
-        self.seed, self.batch_prompts = int(seed), bool(batch_prompts)
+        return self.processor
+
+    def auto_model_class(self) -> Any:
+        """``AutoModelForImageTextToText``."""
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText
 
     def prompt_text(self, observation: dict) -> str:
         """The text (with the processor's image placeholder) for one observation."""

@@ -134,3 +134,12 @@ def test_unknown_specs_list_the_forms():
         resolve_policy("./runs/missing_ckpt")
     with pytest.raises(ValueError, match="non-empty string"):
         resolve_policy("  ")
+
+
+def test_package_exports_resolve():
+    import baselines
+
+    for name in baselines.__all__:
+        assert getattr(baselines, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        baselines.Nope  # noqa: B018

@@ -28,6 +28,18 @@ def _columns(ds):
     return {k: ds[k] for k in ds.column_names if k not in ("prompt", "completion")}
 
 
+def _random_actions_and_env_rewards(env_id, n, seed, **kwargs):
+    """RandomPolicy actions on problems 0..n-1 and what env.step pays for each."""
+    env = gym.make(env_id, split="test", **kwargs).unwrapped
+    observations = [env.reset(options={"index": i})[0] for i in range(n)]
+    actions = [row[0] for row in RandomPolicy(seed=seed).act(observations)]
+    rewards = []
+    for i, action in enumerate(actions):
+        env.reset(options={"index": i})
+        rewards.append(env.step(action)[1])
+    return actions, rewards
+
+
 def test_dataset_rows_match_env_observations_and_info():
     ds = to_hf_dataset("LaViDa/Grounding-v0", "test", 3, start=5, box_format="norm1000", difficulty=2)
     assert len(ds) == 3 and set(GOLD_COLUMNS) | {"prompt", "image"} == set(ds.column_names)
@@ -64,13 +76,7 @@ def test_dataset_argument_errors():
 )
 def test_rewards_equal_env_step(env_id, fn, kwargs):
     ds = to_hf_dataset(env_id, "test", 6, images=False, **kwargs)
-    env = gym.make(env_id, split="test", **kwargs).unwrapped
-    observations = [env.reset(options={"index": i})[0] for i in range(6)]
-    actions = [row[0] for row in RandomPolicy(seed=5).act(observations)]
-    expected = []
-    for i, action in enumerate(actions):
-        env.reset(options={"index": i})
-        expected.append(env.step(action)[1])
+    actions, expected = _random_actions_and_env_rewards(env_id, 6, 5, **kwargs)
     assert fn(ds["prompt"], actions, **_columns(ds)) == pytest.approx(expected)
     assert env_reward(ds["prompt"], actions, **_columns(ds)) == pytest.approx(expected)
     if env_id != "LaViDa/ImageEdit-v0":  # text solutions are the full gold action
@@ -110,14 +116,9 @@ def test_rows_of_other_tasks_get_none():
 
 
 def test_multitask_rows_split_across_task_rewards():
-    ds = to_hf_dataset("LaViDa/MultiTask-v0", "test", 12, images=False, grounding={"box_format": "norm1"})
-    env = gym.make("LaViDa/MultiTask-v0", split="test", grounding={"box_format": "norm1"}).unwrapped
-    observations = [env.reset(options={"index": i})[0] for i in range(12)]
-    actions = [row[0] for row in RandomPolicy(seed=1).act(observations)]
-    expected = []
-    for i, action in enumerate(actions):
-        env.reset(options={"index": i})
-        expected.append(env.step(action)[1])
+    kwargs = {"grounding": {"box_format": "norm1"}}
+    ds = to_hf_dataset("LaViDa/MultiTask-v0", "test", 12, images=False, **kwargs)
+    actions, expected = _random_actions_and_env_rewards("LaViDa/MultiTask-v0", 12, 1, **kwargs)
     columns = _columns(ds)
     assert len(set(columns["task"])) == 3
     assert env_reward(None, actions, **columns) == pytest.approx(expected)
