@@ -10,7 +10,9 @@ Contract (DESIGN sections 4-5): implements :class:`agents.policy.Policy` and
   the position) and ``extras`` (``task``, ``code_mask``, ``nfe``).
 * ``log_likelihood(rollouts, estimator, mask_seed) -> (B,)`` delegates to
   :func:`agents.diffusion.likelihood.estimate_log_likelihood` (``mean_field`` |
-  ``random_mask`` | ``complementary``), with gradients.
+  ``random_mask`` | ``complementary``), with gradients; ``num_samples`` mask samples (pairs)
+  are averaged. ``log_likelihood_terms`` returns the whole estimate (per-position
+  ``token_logp`` aligned with the rollouts' columns, e.g. for text/image NLL logging).
 * The model function handed to the sampler and the estimators is
   ``model_fn(input_ids, attention_mask) -> logits``: rows carry their batch index in two
   leading, attention-masked tag columns, so the bound images and per-position vocabulary
@@ -27,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -38,6 +40,9 @@ from agents.diffusion.model import DiffusionConfig, DiffusionModel
 from agents.diffusion.rows import RowBatch, assemble, tagged_model_fn, with_tags
 from agents.diffusion.tokenizer import build_tokenizer, special_ids
 from agents.policy import Rollouts, expand_forced
+
+if TYPE_CHECKING:
+    from agents.diffusion.likelihood import LikelihoodEstimate
 
 __all__ = ["POLICY_CONFIG", "DecodingConfig", "DiffusionPolicy"]
 
@@ -289,8 +294,16 @@ class DiffusionPolicy:
         rollouts.extras.update(task=[tasks[i] for i in obs_of_row], nfe=nfe)
         return rollouts
 
-    def log_likelihood(self, rollouts: Rollouts, estimator: str = "complementary", mask_seed: int = 0) -> torch.Tensor:
+    def log_likelihood(
+        self, rollouts: Rollouts, estimator: str = "complementary", mask_seed: int = 0, num_samples: int = 1
+    ) -> torch.Tensor:
         """Per-row ELBO estimate (B,) of the responses under the current model, with gradients."""
+        return self.log_likelihood_terms(rollouts, estimator, mask_seed, num_samples).loglik
+
+    def log_likelihood_terms(
+        self, rollouts: Rollouts, estimator: str = "complementary", mask_seed: int = 0, num_samples: int = 1
+    ) -> LikelihoodEstimate:
+        """The full estimate: ``loglik`` (B,) and per-position ``token_logp`` (B, L) aligned with ``rollouts``."""
         from agents.diffusion.likelihood import estimate_log_likelihood
 
         if estimator not in ESTIMATORS:
@@ -306,9 +319,10 @@ class DiffusionPolicy:
         model_fn = tagged_model_fn(self.model, pixel_values, code_mask.to(device), response_mask.to(device), self.ids)
         estimate = estimate_log_likelihood(
             model_fn, sequences.to(device), response_mask.to(device), estimator=estimator,
-            mask_seed=mask_seed, mask_id=self.ids.mask, attention_mask=attention.to(device),
+            mask_seed=mask_seed, mask_id=self.ids.mask, attention_mask=attention.to(device), num_samples=num_samples,
         )  # fmt: skip
-        return estimate.loglik
+        estimate.token_logp, estimate.scored_count = estimate.token_logp[:, 1:], estimate.scored_count[:, 1:]
+        return estimate
 
     # ----- persistence ----------------------------------------------------------------
     def save_pretrained(self, path: str) -> None:
