@@ -1,0 +1,457 @@
+"""``lavida eval``: evaluate any policy spec on any env id and write ``results.json`` + ``samples.jsonl``.
+
+Episodes are the env's problem indices ``start .. start+N-1`` of ``--split`` (for a
+dataset-backed env at most its size), so every run sees the same problems. Observations
+are batched ``--batch-size`` at a time into ``policy.act(observations, K)``; each of the K
+actions is scored by a fresh ``env.reset(options={"index": i})`` + ``env.step(action)``.
+Rows are appended to ``samples.jsonl`` (flushed) as episodes finish, so ``--resume``
+continues a killed run without redoing finished episodes; ``results.json`` is always
+computed from the rows sorted by index, so it is the same whatever the batch size, the
+number of processes or interruptions (only its ``run`` section -- wall time, argv, batch
+size -- differs). Formats: :mod:`evaluation.results`.
+
+Randomness: a policy whose ``act`` takes ``seeds=`` gets one seed per observation,
+``stable_seed("lavida-eval", --seed, index)``, so its samples do not depend on which
+episodes share a batch. A policy whose ``act`` takes ``seed=`` gets the seed of the
+batch's first episode (then only a deterministic policy is batch-size independent). The
+built-in random policy and the HF adapters seed per observation content, greedy decoding
+is deterministic; a policy drawing one RNG stream per call with sampling on (e.g.
+``DiffusionPolicy`` at temperature > 0) gives numbers that depend on ``--batch-size``.
+A policy with ``prepare(env, indices)`` (the oracle) is prepared on its episodes first.
+
+Several processes: ``accelerate launch --multi_gpu --num_processes W -m evaluation.evaluate
+...`` (or ``torchrun --nproc_per_node W -m evaluation.evaluate ...``; on GPUs also plain
+``accelerate launch``) gives rank r the episodes ``r, r+W, ...``; each rank appends to
+``samples.part<r>.jsonl`` and rank 0 merges them into the same files a single process
+writes. (``accelerate launch --cpu`` starts one process unless MPI is set up.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from evaluation.results import (
+    RESULTS_FILE,
+    SAMPLES_FILE,
+    SCHEMA_VERSION,
+    append_row,
+    describe_action,
+    jsonable,
+    merge_rows,
+    read_rows,
+    summarize_rows,
+    write_json,
+    write_rows,
+)
+
+__all__ = ["build_parser", "evaluate_episodes", "main", "parse_kwargs", "parse_value", "score_episode"]
+
+CONFIG_FILE = "eval_config.json"
+PACKAGES = ("lavida-r1-gym", "torch", "transformers", "gymnasium", "math-verify", "numpy", "accelerate", "pycocotools")
+KWARGS_HELP = (
+    "comma-separated k=v pairs. Values: true/false -> bool, none/null -> None, integers -> int, "
+    "other numbers -> float, {...} or [...] -> JSON, anything else -> str (quotes optional). A dotted key "
+    "nests: grounding.box_format=norm1000 -> {'grounding': {'box_format': 'norm1000'}}. Repeatable."
+)
+
+
+# ----- command line ----------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """A ``--env-kwargs`` value: bool, None, int, float, JSON object/list, or str."""
+    s = text.strip()
+    low = s.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    if s[:1] in "{[":
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"value {s!r} looks like JSON but does not parse: {exc}") from None
+    for cast in (int, float):
+        try:
+            return cast(s)
+        except ValueError:
+            pass
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    return s
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for ch in text:
+        depth += (ch in "{[") - (ch in "}]")
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p for p in parts if p.strip()]
+
+
+def parse_kwargs(items: Sequence[str] | str | None) -> dict[str, Any]:
+    """``["k=v,a.b=1", ...]`` -> ``{"k": "v", "a": {"b": 1}}`` (values by :func:`parse_value`)."""
+    if isinstance(items, str):
+        items = [items]
+    out: dict[str, Any] = {}
+    for item in items or []:
+        for pair in _split_top_level(item):
+            key, sep, value = pair.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ValueError(f"expected key=value, got {pair.strip()!r} (in {item!r})")
+            *path, last = key.split(".")
+            node = out
+            for part in path:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"key {key!r} nests under {part!r}, which already has a value")
+            node[last] = parse_value(value)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lavida eval`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="lavida eval",
+        description="Evaluate a policy on an env's problems; write DIR/results.json and DIR/samples.jsonl.",
+        epilog="example: lavida eval --policy oracle --env LaViDa/Grounding-v0 --episodes 50 --out runs/eval/oracle",
+    )
+    p.add_argument("--policy", required=True, help="random | constant | oracle | hf:DIR | hf-vlm:DIR | hf-dllm:DIR | "
+                   "CHECKPOINT_DIR | module:factory | path/to/file.py:factory")
+    p.add_argument("--policy-kwargs", action="append", default=[], metavar="K=V,...",
+                   help="options for the policy constructor/factory; " + KWARGS_HELP)
+    p.add_argument("--name", default=None, help="policy name shown on leaderboards (default: the spec)")
+    p.add_argument("--env", required=True, help="env id, e.g. LaViDa/VisualMath-v0 (see lavida_envs.ENV_IDS)")
+    p.add_argument("--env-kwargs", action="append", default=[], metavar="K=V,...",
+                   help="gym.make kwargs, e.g. difficulty=3,image_size=64; " + KWARGS_HELP)
+    p.add_argument("--split", default="test", choices=["train", "test"], help="problem split (default test)")
+    p.add_argument("--episodes", type=int, default=100, help="problems to evaluate (default 100; capped at a dataset's size)")
+    p.add_argument("--start-index", type=int, default=0, help="first problem index (default 0)")
+    p.add_argument("--samples", type=int, default=1, help="actions per problem, K; K > 1 adds pass@k (default 1)")
+    p.add_argument("--batch-size", type=int, default=8, help="observations per policy.act call (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed: per-episode policy seeds, bootstrap CIs")
+    p.add_argument("--device", default=None, help="move the policy's model here (e.g. cuda, cpu); default: leave it")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out (same arguments required)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return p
+
+
+# ----- processes ---------------------------------------------------------------------------
+@dataclass
+class Dist:
+    """This process's rank, the number of processes and a barrier."""
+
+    rank: int = 0
+    world: int = 1
+    barrier: Callable[[], None] = lambda: None
+    device: Any = None
+
+
+def _dist() -> Dist:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    device = state.device if state.device.type == "cuda" else None
+    if device is not None:
+        torch.cuda.set_device(device)
+    return Dist(state.process_index, state.num_processes, state.wait_for_everyone, device)
+
+
+# ----- one episode -------------------------------------------------------------------------
+def _act(policy: Any, observations: list[dict], k: int, seeds: list[int]) -> list[list[Any]]:
+    try:
+        params = inspect.signature(policy.act).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "seeds" in params:
+        out = policy.act(observations, k, seeds=seeds)
+    elif "seed" in params:
+        out = policy.act(observations, k, seed=seeds[0])
+    else:
+        out = policy.act(observations, k)
+    if not isinstance(out, (list, tuple)) or len(out) != len(observations) or any(
+        not isinstance(row, (list, tuple)) or len(row) != k for row in out
+    ):
+        shape = [len(r) if isinstance(r, (list, tuple)) else type(r).__name__ for r in out] if isinstance(out, (list, tuple)) else type(out).__name__
+        raise ValueError(
+            f"{type(policy).__name__}.act returned {shape}; expected {len(observations)} lists of {k} actions "
+            "(outer list: observations, inner: samples)"
+        )
+    return [list(row) for row in out]
+
+
+def score_episode(env: Any, index: int, actions: Sequence[Any]) -> dict[str, Any]:
+    """Score each action on a fresh ``reset(index)``; the episode's samples.jsonl row."""
+    base = env.unwrapped
+    samples, gold, head = [], None, None
+    for action in actions:
+        obs, reset_info = env.reset(options={"index": index})
+        head = head or {"index": int(index), "difficulty": reset_info.get("difficulty"), "prompt": obs["prompt"]}
+        _, reward, _, _, info = env.step(action)
+        task = info.get("task")
+        sample = {
+            "action": describe_action(action),
+            "parsed": jsonable(info.get("parsed")),
+            "reward": float(reward),
+            "reward_components": jsonable(info.get("reward_components", {})),
+            "correct": bool(info.get("correct", False)),
+            "metrics": jsonable(info.get("metrics", {})),
+            "error": info.get("error"),
+        }
+        if task == "grounding":
+            gold = gold if gold is not None else base.problem(index).meta.get("box")
+            parsed = info.get("parsed")
+            pred = parsed.get("grounding") if isinstance(parsed, Mapping) else parsed
+            if gold is not None:
+                sample["box"] = {"pred": jsonable(pred), "gold": [float(v) for v in gold]}
+        samples.append(sample)
+        head["task"] = task
+    num_correct = sum(s["correct"] for s in samples)
+    return {
+        **head,
+        "reward": sum(s["reward"] for s in samples) / len(samples),
+        "correct": num_correct / len(samples),
+        "num_correct": int(num_correct),
+        "samples": samples,
+    }
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """The per-episode seed handed to policies whose ``act`` takes ``seeds=``."""
+    from lavida_envs.base import stable_seed
+
+    return stable_seed("lavida-eval", int(seed), int(index)) % (2**63 - 1)
+
+
+def evaluate_episodes(
+    env: Any, policy: Any, indices: Sequence[int], samples: int, batch_size: int, seed: int,
+    on_row: Callable[[dict[str, Any]], None], progress: Any = None,
+) -> None:
+    """Act on ``indices`` in batches and call ``on_row`` with each finished episode's row."""
+    for start in range(0, len(indices), batch_size):
+        batch = list(indices[start : start + batch_size])
+        observations = [env.reset(options={"index": i})[0] for i in batch]
+        actions = _act(policy, observations, samples, [episode_seed(seed, i) for i in batch])
+        for index, row in zip(batch, actions):
+            on_row(score_episode(env, index, row))
+            if progress is not None:
+                progress.update(1)
+
+
+# ----- metadata ------------------------------------------------------------------------------
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git_sha() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _decoding(policy: Any) -> Any:
+    settings = getattr(policy, "decoding_settings", None)
+    if callable(settings):
+        settings = settings()
+    if settings is None:
+        decoding = getattr(policy, "decoding", None)
+        settings = asdict(decoding) if is_dataclass(decoding) and not isinstance(decoding, type) else decoding
+    return jsonable(settings) if isinstance(settings, Mapping) else None
+
+
+def _env_info(env: Any) -> dict[str, Any]:
+    base = env.unwrapped
+    subs = getattr(base, "sub_envs", None)
+    return {
+        "version": str(getattr(base, "env_version", "0")),
+        "sub_versions": {k: str(v.env_version) for k, v in subs.items()} if isinstance(subs, Mapping) else None,
+        "nondeterministic": bool(getattr(base, "nondeterministic", False)),
+        "num_problems": base.num_problems() if hasattr(base, "num_problems") else None,
+    }
+
+
+def _place(policy: Any, device: Any) -> None:
+    target = policy if hasattr(policy, "to") else getattr(policy, "model", None)
+    if target is not None and hasattr(target, "to"):
+        target.to(device)
+
+
+# ----- main ------------------------------------------------------------------------------------
+def _config(args: argparse.Namespace, env_kwargs: dict, policy_kwargs: dict) -> dict[str, Any]:
+    return {
+        "env": {"id": args.env, "kwargs": env_kwargs, "split": args.split},
+        "policy": {"spec": args.policy, "kwargs": policy_kwargs, "name": args.name or args.policy},
+        "episodes": {"start_index": args.start_index, "requested": args.episodes},
+        "samples_per_episode": args.samples,
+        "seed": args.seed,
+    }
+
+
+def _check_out_dir(out: Path, config: dict[str, Any], resume: bool) -> str | None:
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        if (out / SAMPLES_FILE).is_file():
+            return f"{out} holds {SAMPLES_FILE} but no {CONFIG_FILE}; use a new --out"
+        return None
+    if not resume:
+        return f"{out} already holds an evaluation ({CONFIG_FILE}); pass --resume to continue it or use a new --out"
+    old = json.loads(path.read_text(encoding="utf-8"))
+    new = json.loads(json.dumps(config))
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in diff)
+        return f"--resume in {out} needs the same arguments as the run it continues; differing: {detail}"
+    return None
+
+
+def _indices(env: Any, start: int, episodes: int) -> list[int]:
+    size = env.unwrapped.num_problems()
+    end = start + episodes if size is None else min(start + episodes, size)
+    if size is not None and start >= size:
+        raise ValueError(f"--start-index {start} is past the end of the dataset ({size} problems)")
+    return list(range(start, end))
+
+
+def _part(out: Path, rank: int) -> Path:
+    return out / f"samples.part{rank}.jsonl"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``lavida eval`` with ``argv``; 0 on success, 2 on bad arguments."""
+    t0 = time.time()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("episodes", "samples", "batch_size"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.start_index < 0:
+        parser.error(f"--start-index must be >= 0, got {args.start_index}")
+    try:
+        env_kwargs, policy_kwargs = parse_kwargs(args.env_kwargs), parse_kwargs(args.policy_kwargs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if "split" in env_kwargs:
+        parser.error("pass the split with --split, not in --env-kwargs")
+    dist, out = _dist(), Path(args.out)
+    config = _config(args, env_kwargs, policy_kwargs)
+    problem = _check_out_dir(out, config, args.resume)
+    if problem:
+        print(f"lavida eval: {problem}", file=sys.stderr)
+        return 2
+    parts = [out / SAMPLES_FILE, *sorted(out.glob("samples.part*.jsonl"))] if out.is_dir() else []
+    done = {row["index"] for path in parts for row in read_rows(path)}
+    dist.barrier()
+    out.mkdir(parents=True, exist_ok=True)
+    if dist.rank == 0:
+        write_json(out / CONFIG_FILE, config)
+
+    import gymnasium as gym
+
+    import lavida_envs  # noqa: F401  (registers the ids)
+    from baselines.specs import resolve_policy
+
+    try:
+        env = gym.make(args.env, split=args.split, disable_env_checker=True, **env_kwargs)
+        indices = _indices(env, args.start_index, args.episodes)
+        policy = resolve_policy(args.policy, **policy_kwargs)
+    except (ValueError, TypeError, gym.error.Error) as exc:
+        print(f"lavida eval: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if args.device or dist.device is not None:
+        _place(policy, args.device or dist.device)
+    todo = [i for i in indices[dist.rank :: dist.world] if i not in done]
+    target = out / SAMPLES_FILE if dist.world == 1 else _part(out, dist.rank)
+    if target.is_file():
+        write_rows(target, read_rows(target))  # drop a line cut off by a kill before appending
+    if todo and hasattr(policy, "prepare"):
+        policy.prepare(env, todo)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc=f"eval {args.env}", unit="ep", disable=args.no_progress or dist.rank != 0)
+    with open(target, "a", encoding="utf-8") as handle, bar:
+        evaluate_episodes(env, policy, todo, args.samples, args.batch_size, args.seed,
+                          lambda row: append_row(handle, row), bar)
+    dist.barrier()
+    if dist.rank != 0:
+        return 0
+    rows = merge_rows(*(read_rows(p) for p in [out / SAMPLES_FILE, *sorted(out.glob("samples.part*.jsonl"))]))
+    rows = [r for r in rows if r["index"] in set(indices)]
+    missing = sorted(set(indices) - {r["index"] for r in rows})
+    if missing:
+        print(f"lavida eval: {len(missing)} episodes missing (first {missing[:5]}); rerun with --resume", file=sys.stderr)
+        return 1
+    write_rows(out / SAMPLES_FILE, rows)
+    for path in out.glob("samples.part*.jsonl"):
+        path.unlink()
+    results = _results(config, env, policy, rows, indices, args, dist, argv, t0, len(done))
+    write_json(out / RESULTS_FILE, results)
+    print(_summary_line(results))
+    return 0
+
+
+def _results(config, env, policy, rows, indices, args, dist, argv, t0, resumed) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "env": {**config["env"], **_env_info(env)},
+        "episodes": {**config["episodes"], "indices": [indices[0], indices[-1]] if indices else None},
+        "policy": {**config["policy"], "class": f"{type(policy).__module__}.{type(policy).__qualname__}",
+                   "decoding": _decoding(policy)},
+        "samples_per_episode": args.samples,
+        "seed": args.seed,
+        **summarize_rows(rows, args.samples, seed=args.seed, prefix_task=_env_info(env)["sub_versions"] is not None),
+        "provenance": {"versions": _versions(), "git_sha": _git_sha(), "python": platform.python_version()},
+        "run": {
+            "argv": list(sys.argv[1:] if argv is None else argv),
+            "wall_time_s": round(time.time() - t0, 3),
+            "batch_size": args.batch_size,
+            "num_processes": dist.world,
+            "episodes_resumed": resumed,
+        },
+    }
+
+
+def _summary_line(results: Mapping[str, Any]) -> str:
+    m = results["metrics"]
+    parts = [f"{results['env']['id']} | {results['policy']['name']} | n={results['n']}"]
+    for name in ("reward", "correct"):
+        s = m[name]
+        if s["mean"] is not None:
+            parts.append(f"{name} {s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]")
+    parts += [f"{k} {v:.4f}" for k, v in (results.get("pass_at_k") or {}).items()]
+    return " | ".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
