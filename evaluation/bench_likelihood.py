@@ -9,7 +9,7 @@ estimator: mean log-likelihood per sequence, its bias against the ELBO (the mean
 ``random_mask`` draws, unbiased for it), the mask variance (variance over seeds, averaged over
 sequences), and the ratio to ``random_mask`` at the same budget (goal: complementary <= 0.5).
 Also the variance of the gradient of the batch log-likelihood (summed over parameters) over
-``--grad-seeds`` seeds at budget 2.
+``--grad-seeds`` seeds at budget 2; ``--fixed-t`` adds complementary with a fixed t (ablation).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from agents.diffusion.masking import row_seed
 from evaluation.bench_rollout import WalkTask, add_model_arguments, model_fn_of, prepared_model
 
 
-def estimator_draws(model, seqs, response, estimator: str, num_samples: int, seeds: range, chunk: int = 1024):
+def estimator_draws(model, seqs, response, estimator: str, num_samples: int, seeds: range, chunk: int = 1024,
+                    **options):
     """Estimates (S, N) of each sequence's log-likelihood, one row per mask seed (rows batched)."""
     n = seqs.shape[0]
     rows_seqs = seqs.repeat(len(seeds), 1)  # seed-major: row s * n + i
@@ -36,7 +37,7 @@ def estimator_draws(model, seqs, response, estimator: str, num_samples: int, see
             part = slice(start, start + chunk)
             est = estimate_log_likelihood(model_fn_of(model), rows_seqs[part], rows_resp[part], estimator=estimator,
                                           mask_seed=row_seeds[part], mask_id=model.config.mask_token_id,
-                                          num_samples=num_samples)
+                                          num_samples=num_samples, **options)
             out.append(est.loglik)
     return torch.cat(out).view(len(seeds), n)
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=200, help="mask seeds per estimator")
     parser.add_argument("--passes", type=int, nargs="+", default=[2, 4], help="forward-pass budgets (even)")
+    parser.add_argument("--fixed-t", type=float, nargs="*", default=[0.5],
+                        help="also measure complementary with t fixed at these values (ablation)")
     parser.add_argument("--grad-seeds", type=int, default=30, help="0 skips the gradient variance")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
@@ -76,20 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     response[:, task.prompt_len:] = True
     seeds = range(args.seeds)
 
-    rows = [("mean_field", 1, 1)]
+    rows = [("mean_field", 1, 1, {})]
     for budget in args.passes:
-        rows += [("random_mask", budget, budget), ("complementary", budget, budget // 2)]
-    draws = {(name, passes): estimator_draws(model, seqs, response, name, k, seeds) for name, passes, k in rows}
+        rows += [("random_mask", budget, budget, {}), ("complementary", budget, budget // 2, {})]
+    rows += [(f"complementary t={t}", 2, 1, {"complementary_t": t}) for t in args.fixed_t]
+    draws = {(name, passes): estimator_draws(model, seqs, response, name.split()[0], k, seeds, **options)
+             for name, passes, k, options in rows}
     elbo = torch.cat([d for (name, _), d in draws.items() if name == "random_mask"]).mean(0)  # (N,)
     print(f"{args.sequences} sequences x {args.seeds} mask seeds, gen_length={args.gen_length}; "
           f"ELBO (random_mask mean) = {float(elbo.mean()):.3f} per sequence")
-    print(f"{'estimator':15s} {'passes':>6s} {'mean':>9s} {'bias vs ELBO':>13s} {'variance':>10s} {'/ random_mask':>14s}")
+    print(f"{'estimator':20s} {'passes':>6s} {'mean':>9s} {'bias vs ELBO':>13s} {'variance':>10s} {'/ random_mask':>14s}")
     for (name, passes), d in draws.items():
         variance = float(d.var(dim=0).mean())
         bias = float((d.mean(0) - elbo).mean())
         reference = draws.get(("random_mask", passes))
         ratio = f"{variance / float(reference.var(dim=0).mean()):.3f}" if reference is not None else "-"
-        print(f"{name:15s} {passes:6d} {float(d.mean()):9.3f} {bias:13.3f} {variance:10.3f} {ratio:>14s}")
+        print(f"{name:20s} {passes:6d} {float(d.mean()):9.3f} {bias:13.3f} {variance:10.3f} {ratio:>14s}")
     if args.grad_seeds:
         grad_seeds = range(args.grad_seeds)
         g_random = gradient_variance(model, seqs, response, "random_mask", 2, grad_seeds)

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model_arguments(parser)
     parser.add_argument("--batch", type=int, default=32, help="rollouts per sampler call")
     parser.add_argument("--block-length", type=int, default=16)
-    parser.add_argument("--threshold", type=float, nargs="+", default=[0.9, 0.7], help="threshold values to time")
+    parser.add_argument("--threshold", type=float, nargs="+", default=[0.85, 0.7, 0.5], help="threshold values to time")
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--repeats", type=int, default=3, help="timed batches per method")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -55,6 +55,16 @@ def test_complementary_pair_scores_every_response_token_once_and_never_masks_the
         assert torch.equal(first[~response], seqs[~response]) and torch.equal(second[~response], seqs[~response])
 
 
+def test_complementary_with_fixed_t_masks_that_fraction_and_still_covers_each_token_once():
+    seqs, response, attention = _batch(batch=2, length=200, prompt=8)
+    recorder = Recorder(ContextFree(200))
+    est = _estimate(recorder, "complementary", seed=1, batch=(seqs, response, attention), num_samples=2,
+                    complementary_t=0.25)
+    assert torch.equal(est.scored_count, 2 * response.long())
+    first_views = torch.stack(recorder.inputs[0::2]) == MASK_ID
+    assert 0.18 < float(first_views[:, response].float().mean()) < 0.32
+
+
 def test_random_mask_scores_only_masked_response_tokens():
     recorder = Recorder(TinyDenoiser())
     est = _estimate(recorder, "random_mask", seed=2, num_samples=4)
@@ -166,6 +176,8 @@ def test_nll_split_by_text_and_image_positions():
         (dict(estimator="elbo"), "estimator must be one of"),
         (dict(estimator="random_mask", prompt_mask_prob=0.2), "mean_field option"),
         (dict(estimator="mean_field", num_samples=0), "num_samples"),
+        (dict(estimator="random_mask", complementary_t=0.5), "complementary_t"),
+        (dict(estimator="complementary", complementary_t=1.0), "complementary_t"),
         (dict(estimator="mean_field", mask_seed=torch.tensor([1, 2])), "one seed per row"),
     ],
 )

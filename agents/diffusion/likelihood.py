@@ -14,7 +14,9 @@ Contract (``estimate_log_likelihood``):
     for the LLaDA ELBO; ``num_samples`` passes averaged.
   * ``complementary`` (LaViDa-R1): ``t ~ U(0, 1)``, mask ``m``, then a second pass masking
     exactly the other response tokens; weight 1, so each response token is scored exactly
-    once per pair; ``num_samples`` pairs (2 * num_samples passes) averaged.
+    once per pair; ``num_samples`` pairs (2 * num_samples passes) averaged. ``complementary_t``
+    fixes ``t`` instead (an ablation: t = 0.5 removes the variance that the draw of ``t``
+    adds, at the price of estimating a different, half-context quantity).
 - Masks come from one CPU ``torch.Generator`` per row seeded by ``row_seed(mask_seed, row)``
   (or by ``mask_seed[row]`` when a (B,) tensor is given), drawing only over the row's own
   response positions, so a row's masks depend on neither the other rows nor padding, and
@@ -100,11 +102,11 @@ def _random_mask_passes(gens, response, num_samples) -> list[_Pass]:
     return passes
 
 
-def _complementary_passes(gens, response, num_samples) -> list[_Pass]:
+def _complementary_passes(gens, response, num_samples, fixed_t) -> list[_Pass]:
     passes = []
     ones = torch.ones(len(gens))
     for _ in range(num_samples):
-        t = [torch.rand(1, generator=g)[0] for g in gens]
+        t = [torch.rand(1, generator=g)[0] if fixed_t is None else fixed_t for g in gens]
         first = torch.stack([bernoulli_in_span(g, r, p) for g, r, p in zip(gens, response, t)])
         second = response & ~first
         passes += [_Pass(first, first, ones), _Pass(second, second, ones)]
@@ -112,13 +114,13 @@ def _complementary_passes(gens, response, num_samples) -> list[_Pass]:
 
 
 def _masks(estimator, sequences, response, attention_mask, prompt_mask_exclude, mask_seed, num_samples,
-           prompt_mask_prob) -> list[_Pass]:
+           prompt_mask_prob, complementary_t) -> list[_Pass]:
     gens = [row_generator(s) for s in row_seeds(mask_seed, sequences.shape[0])]
     response = response.cpu()
     if estimator == "random_mask":
         return _random_mask_passes(gens, response, num_samples)
     if estimator == "complementary":
-        return _complementary_passes(gens, response, num_samples)
+        return _complementary_passes(gens, response, num_samples, complementary_t)
     candidates = ~response
     if attention_mask is not None:
         candidates &= attention_mask.to(torch.bool).cpu()
@@ -140,13 +142,17 @@ def estimate_log_likelihood(
     attention_mask: torch.Tensor | None = None,
     prompt_mask_exclude: torch.Tensor | None = None,
     normalize: bool = False,
+    complementary_t: float | None = None,
 ) -> LikelihoodEstimate:
     """Estimate log p(response | prompt) per row with the named estimator (see module docstring)."""
     _validate(sequences, response_mask, attention_mask, prompt_mask_exclude, estimator, num_samples,
               prompt_mask_prob, mask_id)
     response = response_mask.to(torch.bool)
+    if complementary_t is not None and (estimator != "complementary" or not 0.0 < complementary_t < 1.0):
+        raise ValueError(f"complementary_t must be in (0, 1) and only with estimator='complementary', "
+                         f"got {complementary_t} with {estimator!r}")
     passes = _masks(estimator, sequences, response, attention_mask, prompt_mask_exclude, mask_seed,
-                    num_samples, prompt_mask_prob)
+                    num_samples, prompt_mask_prob, complementary_t)
     device = sequences.device
     token_logp: torch.Tensor = torch.zeros(sequences.shape, device=device)
     scored_count = torch.zeros(sequences.shape, dtype=torch.long, device=device)
