@@ -3,7 +3,7 @@
 Exports are lazy, so ``import baselines`` stays cheap (torch/transformers load on first use):
 ``RandomPolicy``, ``ConstantPolicy``, ``OraclePolicy`` (:mod:`baselines.simple`),
 ``HFCausalLMPolicy``, ``HFVLMPolicy``, ``HFDiffusionLMPolicy`` (:mod:`baselines.hf`) and
-``resolve_policy`` (:mod:`baselines.specs`).
+``resolve_policy`` (:mod:`baselines.specs`) and ``ARPolicy`` (:mod:`baselines.autoregressive`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "HFVLMPolicy": "baselines.hf_vlm",
     "HFDiffusionLMPolicy": "baselines.hf_dllm",
     "resolve_policy": "baselines.specs",
+    "ARPolicy": "baselines.autoregressive",
 }
 
 __all__ = sorted(_EXPORTS)
