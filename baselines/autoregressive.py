@@ -26,8 +26,9 @@ one trainer, the evaluation and the rewards treat both alike.
   (:meth:`ARPolicy.scored_mask`; 0 elsewhere) under the same vocabulary constraints as
   sampling, with ``logits / T`` when ``T > 0`` (as TRL's GRPOTrainer); for token-level losses
   (:func:`agents.losses.token_grpo_loss`). ``log_likelihood(rollouts, estimator, mask_seed)``
-  is their row sum (B,); ``estimator`` and ``mask_seed`` are accepted and ignored (no estimate
-  is needed). Rows built by :func:`agents.sft.build_sft_batch` work too (their ``<eos>``
+  is their row sum (B,); ``estimator``, ``mask_seed`` and ``num_samples`` are accepted and
+  ignored (no estimate is needed); ``log_likelihood_terms`` returns both as a
+  :class:`agents.diffusion.likelihood.LikelihoodEstimate` (as DiffusionPolicy does). Rows built by :func:`agents.sft.build_sft_batch` work too (their ``<eos>``
   padding after the first ``<eos>`` and the ``<boi>``/``<eoi>`` positions are not scored).
 * ``sft_loss(observations, targets) -> ()``: plain next-token cross-entropy of the reference
   responses (mean over scored tokens of the batch).
@@ -49,6 +50,7 @@ from transformers import AutoTokenizer, GenerationConfig, LogitsProcessorList, P
 
 from agents.diffusion.codec import ImageCodec, PaletteCodec, codec_from_dict
 from agents.diffusion.layout import ResponseLayout, decode_response, task_of
+from agents.diffusion.likelihood import LikelihoodEstimate
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy
 from agents.diffusion.rows import NEG_LOGIT, RowBatch, assemble
 from agents.diffusion.tokenizer import build_tokenizer, special_ids
@@ -257,9 +259,19 @@ class ARPolicy:
         picked = torch.where(scored, picked, torch.zeros_like(picked))
         return F.pad(picked, (1, 0))
 
-    def log_likelihood(self, rollouts: Rollouts, estimator: str | None = None, mask_seed: int = 0) -> torch.Tensor:
-        """Exact log p(response | prompt) per row (B,), with gradients (``estimator``/``mask_seed`` are ignored)."""
+    def log_likelihood(
+        self, rollouts: Rollouts, estimator: str | None = None, mask_seed: int = 0, num_samples: int = 1
+    ) -> torch.Tensor:
+        """Exact log p(response | prompt) per row (B,), with gradients (the estimator arguments are ignored)."""
         return self.token_log_probs(rollouts).sum(-1)
+
+    def log_likelihood_terms(
+        self, rollouts: Rollouts, estimator: str | None = None, mask_seed: int = 0, num_samples: int = 1
+    ) -> LikelihoodEstimate:
+        """The exact likelihood in DiffusionPolicy.log_likelihood_terms's form: loglik (B,), token_logp (B, L)."""
+        token_logp = self.token_log_probs(rollouts)
+        scored = self.scored_mask(rollouts).to(token_logp.device).long()
+        return LikelihoodEstimate(loglik=token_logp.sum(-1), token_logp=token_logp, scored_count=scored, num_forward=1)
 
     def sft_loss(self, observations: list[dict], targets: list[str | dict]) -> torch.Tensor:
         """Next-token cross-entropy of the reference ``targets`` (mean over the batch's scored tokens)."""

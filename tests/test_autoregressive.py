@@ -118,6 +118,9 @@ def test_log_likelihood_is_the_exact_sum_of_response_token_log_probs(policy, obs
         rollouts = policy.rollout(observations, 2, generator=torch.Generator().manual_seed(3))
         ll = policy.log_likelihood(rollouts, "complementary", mask_seed=7)
         assert torch.equal(ll, policy.log_likelihood(rollouts, "mean_field", mask_seed=1))  # exact: no estimator
+        terms = policy.log_likelihood_terms(rollouts)
+        assert torch.equal(terms.loglik, ll) and terms.token_logp.shape == rollouts.sequences.shape
+        assert torch.equal(terms.scored_count.bool(), rollouts.response_mask)
         for row in range(len(rollouts)):
             keep = rollouts.attention_mask[row]
             seq = rollouts.sequences[row][keep]  # the row alone, no padding
