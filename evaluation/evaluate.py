@@ -33,10 +33,9 @@ import inspect
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -45,11 +44,16 @@ from evaluation.results import (
     SAMPLES_FILE,
     SCHEMA_VERSION,
     append_row,
+    decoding_settings,
     describe_action,
+    env_metadata,
+    git_sha,
     jsonable,
     merge_rows,
+    package_versions,
     read_rows,
     summarize_rows,
+    summary_line,
     write_json,
     write_rows,
 )
@@ -57,7 +61,6 @@ from evaluation.results import (
 __all__ = ["build_parser", "evaluate_episodes", "main", "parse_kwargs", "parse_value", "score_episode"]
 
 CONFIG_FILE = "eval_config.json"
-PACKAGES = ("lavida-r1-gym", "torch", "transformers", "gymnasium", "math-verify", "numpy", "accelerate", "pycocotools")
 KWARGS_HELP = (
     "comma-separated k=v pairs. Values: true/false -> bool, none/null -> None, integers -> int, "
     "other numbers -> float, {...} or [...] -> JSON, anything else -> str (quotes optional). A dotted key "
@@ -256,51 +259,6 @@ def evaluate_episodes(
                 progress.update(1)
 
 
-# ----- metadata ------------------------------------------------------------------------------
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return None
-    try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def _decoding(policy: Any) -> Any:
-    settings = getattr(policy, "decoding_settings", None)
-    if callable(settings):
-        settings = settings()
-    if settings is None:
-        decoding = getattr(policy, "decoding", None)
-        settings = asdict(decoding) if is_dataclass(decoding) and not isinstance(decoding, type) else decoding
-    return jsonable(settings) if isinstance(settings, Mapping) else None
-
-
-def _env_info(env: Any) -> dict[str, Any]:
-    base = env.unwrapped
-    subs = getattr(base, "sub_envs", None)
-    return {
-        "version": str(getattr(base, "env_version", "0")),
-        "sub_versions": {k: str(v.env_version) for k, v in subs.items()} if isinstance(subs, Mapping) else None,
-        "nondeterministic": bool(getattr(base, "nondeterministic", False)),
-        "num_problems": base.num_problems() if hasattr(base, "num_problems") else None,
-    }
-
-
 def _place(policy: Any, device: Any) -> None:
     target = policy if hasattr(policy, "to") else getattr(policy, "model", None)
     if target is not None and hasattr(target, "to"):
@@ -343,8 +301,9 @@ def _indices(env: Any, start: int, episodes: int) -> list[int]:
     return list(range(start, end))
 
 
-def _part(out: Path, rank: int) -> Path:
-    return out / f"samples.part{rank}.jsonl"
+def _sample_files(out: Path) -> list[Path]:
+    """samples.jsonl and the per-rank parts of a multi-process (or killed multi-process) run."""
+    return [out / SAMPLES_FILE, *sorted(out.glob("samples.part*.jsonl"))] if out.is_dir() else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"lavida eval: {problem}", file=sys.stderr)
         return 2
-    parts = [out / SAMPLES_FILE, *sorted(out.glob("samples.part*.jsonl"))] if out.is_dir() else []
-    done = {row["index"] for path in parts for row in read_rows(path)}
+    done = {row["index"] for path in _sample_files(out) for row in read_rows(path)}
     dist.barrier()
     out.mkdir(parents=True, exist_ok=True)
     if dist.rank == 0:
@@ -391,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device or dist.device is not None:
         _place(policy, args.device or dist.device)
     todo = [i for i in indices[dist.rank :: dist.world] if i not in done]
-    target = out / SAMPLES_FILE if dist.world == 1 else _part(out, dist.rank)
+    target = out / (SAMPLES_FILE if dist.world == 1 else f"samples.part{dist.rank}.jsonl")
     if target.is_file():
         write_rows(target, read_rows(target))  # drop a line cut off by a kill before appending
     if todo and hasattr(policy, "prepare"):
@@ -406,32 +364,31 @@ def main(argv: list[str] | None = None) -> int:
     dist.barrier()
     if dist.rank != 0:
         return 0
-    rows = merge_rows(*(read_rows(p) for p in [out / SAMPLES_FILE, *sorted(out.glob("samples.part*.jsonl"))]))
-    rows = [r for r in rows if r["index"] in set(indices)]
+    rows = [r for r in merge_rows(*(read_rows(p) for p in _sample_files(out))) if r["index"] in set(indices)]
     missing = sorted(set(indices) - {r["index"] for r in rows})
     if missing:
         print(f"lavida eval: {len(missing)} episodes missing (first {missing[:5]}); rerun with --resume", file=sys.stderr)
         return 1
     write_rows(out / SAMPLES_FILE, rows)
-    for path in out.glob("samples.part*.jsonl"):
+    for path in _sample_files(out)[1:]:
         path.unlink()
     results = _results(config, env, policy, rows, indices, args, dist, argv, t0, len(done))
     write_json(out / RESULTS_FILE, results)
-    print(_summary_line(results))
+    print(summary_line(results))
     return 0
 
 
 def _results(config, env, policy, rows, indices, args, dist, argv, t0, resumed) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "env": {**config["env"], **_env_info(env)},
+        "env": {**config["env"], **env_metadata(env)},
         "episodes": {**config["episodes"], "indices": [indices[0], indices[-1]] if indices else None},
         "policy": {**config["policy"], "class": f"{type(policy).__module__}.{type(policy).__qualname__}",
-                   "decoding": _decoding(policy)},
+                   "decoding": decoding_settings(policy)},
         "samples_per_episode": args.samples,
         "seed": args.seed,
-        **summarize_rows(rows, args.samples, seed=args.seed, prefix_task=_env_info(env)["sub_versions"] is not None),
-        "provenance": {"versions": _versions(), "git_sha": _git_sha(), "python": platform.python_version()},
+        **summarize_rows(rows, args.samples, seed=args.seed, prefix_task=env_metadata(env)["sub_versions"] is not None),
+        "provenance": {"versions": package_versions(), "git_sha": git_sha(), "python": platform.python_version()},
         "run": {
             "argv": list(sys.argv[1:] if argv is None else argv),
             "wall_time_s": round(time.time() - t0, 3),
@@ -440,17 +397,6 @@ def _results(config, env, policy, rows, indices, args, dist, argv, t0, resumed) 
             "episodes_resumed": resumed,
         },
     }
-
-
-def _summary_line(results: Mapping[str, Any]) -> str:
-    m = results["metrics"]
-    parts = [f"{results['env']['id']} | {results['policy']['name']} | n={results['n']}"]
-    for name in ("reward", "correct"):
-        s = m[name]
-        if s["mean"] is not None:
-            parts.append(f"{name} {s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]")
-    parts += [f"{k} {v:.4f}" for k, v in (results.get("pass_at_k") or {}).items()]
-    return " | ".join(parts)
 
 
 if __name__ == "__main__":

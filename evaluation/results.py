@@ -35,6 +35,8 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+from dataclasses import asdict, is_dataclass
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -50,13 +52,18 @@ __all__ = [
     "VOLATILE_KEYS",
     "append_row",
     "comparable",
+    "decoding_settings",
     "describe_action",
+    "env_metadata",
     "get_metric",
+    "git_sha",
     "jsonable",
     "merge_rows",
+    "package_versions",
     "read_results",
     "read_rows",
     "summarize_rows",
+    "summary_line",
     "write_json",
     "write_rows",
 ]
@@ -66,6 +73,7 @@ RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.jsonl"
 #: results.json sections that may differ between two runs of the same evaluation
 VOLATILE_KEYS: tuple[str, ...] = ("run",)
+PACKAGES = ("lavida-r1-gym", "torch", "transformers", "gymnasium", "math-verify", "numpy", "accelerate", "pycocotools")
 _REQUIRED = ("schema_version", "env", "policy", "n", "metrics")
 
 
@@ -258,6 +266,56 @@ def summarize_rows(
     }
 
 
+# ----- provenance -----------------------------------------------------------------------------
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on (None if missing)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_sha() -> str | None:
+    """The commit of this checkout, or None (not a git checkout, or git unavailable)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def decoding_settings(policy: Any) -> dict[str, Any] | None:
+    """``policy.decoding_settings()`` (or its ``decoding`` dataclass) as JSON, or None."""
+    settings = getattr(policy, "decoding_settings", None)
+    if callable(settings):
+        settings = settings()
+    if settings is None:
+        decoding = getattr(policy, "decoding", None)
+        settings = asdict(decoding) if is_dataclass(decoding) and not isinstance(decoding, type) else decoding
+    return jsonable(settings) if isinstance(settings, Mapping) else None
+
+
+def env_metadata(env: Any) -> dict[str, Any]:
+    """Env version (and sub-task versions), nondeterminism flag and dataset size."""
+    base = env.unwrapped
+    subs = getattr(base, "sub_envs", None)
+    return {
+        "version": str(getattr(base, "env_version", "0")),
+        "sub_versions": {k: str(v.env_version) for k, v in subs.items()} if isinstance(subs, Mapping) else None,
+        "nondeterministic": bool(getattr(base, "nondeterministic", False)),
+        "num_problems": base.num_problems() if hasattr(base, "num_problems") else None,
+    }
+
+
+
 # ----- results.json ----------------------------------------------------------------------
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` as indented JSON atomically."""
@@ -307,3 +365,15 @@ def get_metric(results: Mapping[str, Any], name: str) -> dict[str, Any] | None:
         return None
     mean = node["mean"]
     return None if mean is None or (isinstance(mean, float) and math.isnan(mean)) else dict(node)
+
+
+def summary_line(results: Mapping[str, Any]) -> str:
+    """One line: env, policy, n, reward and accuracy with CIs, pass@k."""
+    m = results["metrics"]
+    parts = [f"{results['env']['id']} | {results['policy']['name']} | n={results['n']}"]
+    for name in ("reward", "correct"):
+        s = m[name]
+        if s["mean"] is not None:
+            parts.append(f"{name} {s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]")
+    parts += [f"{k} {v:.4f}" for k, v in (results.get("pass_at_k") or {}).items()]
+    return " | ".join(parts)
