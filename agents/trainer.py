@@ -1,112 +1,410 @@
-"""``lavida train``: training entry point (for now the SFT phase; the RL trainer comes with issue 7).
+"""The LaViDa-R1 trainer (DESIGN section 5): ``lavida train --config FILE.yaml [--field value ...]``.
 
-``lavida train --phase sft --env LaViDa/VisualMath-v0 --difficulty 1 --steps N --output-dir DIR``
-trains a fresh ``DiffusionPolicy.tiny`` (or ``--init CHECKPOINT``) with the masked-diffusion
-SFT loss of :mod:`agents.sft` on the envs' reference solutions (several ``--env`` mix
-equally), shows a tqdm bar, then writes ``DIR/`` (the policy checkpoint),
-``DIR/sft_log.jsonl`` (loss curve) and ``DIR/sft_summary.json`` (settings, wall time, number
-of distinct training images and, with ``--eval-episodes``, greedy test accuracy per env and
-how many test images equal a training image).
+Also ``accelerate launch [--multi_gpu --num_processes N] -m agents.trainer --config FILE.yaml``
+(on CPU-only hosts with ``ACCELERATE_USE_CPU=1``: gloo): one process by default, DDP with the same code (model, optimizer and scheduler go through
+``Accelerator.prepare``; gradients are averaged by DDP; only the main process writes logs
+and checkpoints; each process samples its own ``prompts_per_step`` problems from RNG streams
+seeded by ``(seed, rank)``). ``lavida train`` with the quick SFT command's flags (``--env``,
+``--steps``, ...; no ``--config``) runs :mod:`agents.sft_cli` instead.
+
+One step, top to bottom (:meth:`Trainer.train`):
+
+1. sample problems of the task mixture by weight; SFT steps (phase ``sft``, or the first
+   ``sft_steps`` of phase ``rl`` at ``sft_learning_rate``) take reference solutions only;
+2. RL steps score groups of ``num_generations`` rollouts by the envs (answer forcing; tree
+   search for ``tree_search`` tasks) -- a fresh batch every ``updates_per_batch`` steps;
+3. advantages ``gamma * A_distill + (1 - gamma) * A_grpo``; SFT rows (``A = sft_weight``)
+   when ``regularizer: sft``;
+4. log-likelihoods by ``likelihood`` with one mask seed per batch for the old, current and
+   (``regularizer: kl``, a frozen copy of the initial policy) reference policy;
+   :func:`agents.losses.lavida_loss` (clipped ratio when ``updates_per_batch > 1``);
+   SFT steps use :mod:`agents.sft`'s loss ``mean_b(-ELBO_b / n_b)``;
+5. backward, gradient clipping, optimizer and scheduler step -- skipped, with a warning in
+   the log, when the loss or the gradient norm is NaN/Inf (on any process);
+6. log one row to ``output_dir/metrics.jsonl`` (TRL's GRPOTrainer names: ``reward``,
+   ``reward_std``, ``frac_reward_zero_std``, ``completions/mean_length``, ``kl``,
+   ``entropy``, ``clip_ratio``, ``learning_rate``; plus ``step``, ``reward/<task>``,
+   ``accuracy/<task>``, ``frac_reward_zero_std/after_forcing``, ``forced_frac``,
+   ``forcing_trigger_frac``, ``loss``, ``loss/pg``, ``loss/sft``, ``loss/kl``, ``nll/text``,
+   ``nll/image``, ``grad_norm``, ``tokens_per_s`` (response positions of the step's rows /
+   step seconds, all processes), ``time`` (seconds since the run began)); held-out greedy
+   evaluation (``eval/reward/<task>``, ``eval/accuracy/<task>``) at step 0 and every
+   ``eval_every`` steps; checkpoints every ``save_every`` steps and at the end.
+
+``entropy`` is the per-token Monte-Carlo estimate ``mean_i(-ELBO_i / n_i)`` over the free
+rollout rows (a masked-diffusion model exposes no exact per-position entropy of its
+samples; TRL computes the exact per-token entropy of an autoregressive model's logits). The
+collapse alarm (:class:`agents.metrics_log.CollapseAlarm`) watches ``reward`` and it.
+
+Any :class:`agents.policy.TrainablePolicy` with a ``model`` (``torch.nn.Module``) trains
+here; the loop asks the policy for what differs (``decoding`` settings,
+``log_likelihood_terms``, ``sft_rollouts``, ``rollout_from`` for tree search).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import copy
+import logging
+import math
 import os
+import sys
 import time
+import warnings
+from contextlib import nullcontext
+from typing import Any, Sequence
 
+import numpy as np
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import gather_object, set_seed
 from tqdm import tqdm
 
-from agents.diffusion.policy import DiffusionPolicy
-from agents.sft import SFTConfig, example_pool, mixed_examples, quick_eval, sft_examples, train_sft
+from agents.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
+from agents.config import DECODING_KEYS, TrainConfig, parse_config
+from agents.losses import lavida_loss
+from agents.metrics_log import CollapseAlarm, MetricsLog
+from agents.rollout import sample_problems
+from agents.train_batch import (
+    NLLMeter,
+    TrainBatch,
+    collect_rollouts,
+    derive_seed,
+    evaluate,
+    likelihood,
+    make_envs,
+    rollout_advantages,
+    rollout_metrics,
+    set_decoding,
+    sft_rollouts,
+)
+
+__all__ = ["Trainer", "build_policy", "main"]
+
+logger = logging.getLogger(__name__)
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="lavida train", description="Train a policy (phase sft for now).")
-    p.add_argument("--phase", choices=["sft"], default="sft", help="training phase (rl: issue 7)")
-    p.add_argument("--env", action="append", help="env id (repeat for an equal mix)")
-    p.add_argument("--difficulty", default="1", help="difficulty level or 'mixed'")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--estimator", default="random_mask", choices=["random_mask", "complementary", "mean_field"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
-    p.add_argument("--max-cpu-minutes", type=float, default=None, help="stop after this much process CPU time")
-    p.add_argument("--init", default=None, help="start from this DiffusionPolicy checkpoint")
-    p.add_argument("--gen-length", type=int, default=None, help="text response length of the default task")
-    p.add_argument("--pool-size", type=int, default=0, help="pre-render this many examples per env and resample them (0: stream)")
-    p.add_argument("--eval-episodes", type=int, default=0, help="greedy test episodes per env after training")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--output-dir", required=True)
-    return p.parse_args(argv)
+def build_policy(config: TrainConfig) -> Any:
+    """The policy ``config`` names: ``diffusion`` / ``ar`` (tiny, seeded) or a checkpoint (``init_from`` first)."""
+    spec = config.init_from or config.policy
+    if spec == "diffusion":
+        from agents.diffusion.policy import DiffusionPolicy
+
+        return DiffusionPolicy.tiny(seed=config.seed)
+    if spec == "ar":
+        from baselines.autoregressive import ARPolicy  # type: ignore[import-not-found]
+
+        return ARPolicy.tiny(seed=config.seed)
+    from baselines.specs import resolve_policy
+
+    return resolve_policy(spec)
+
+
+def _lr_factor(config: TrainConfig, step: int) -> float:
+    """Multiplier of ``learning_rate`` at ``step`` (SFT warm start, then warm-up and schedule)."""
+    offset = config.sft_steps if config.phase == "rl" else 0
+    if step < offset:
+        return config.sft_learning_rate / config.learning_rate
+    s = step - offset
+    if s < config.warmup_steps:
+        return (s + 1) / config.warmup_steps
+    progress = min(1.0, (s - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    if config.lr_scheduler_type == "linear":
+        return 1.0 - progress
+    if config.lr_scheduler_type == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def _forward_attributes(wrapped: torch.nn.Module) -> torch.nn.Module:
+    """Let a DDP wrapper answer attribute lookups of its module (``config``, ``save_pretrained``)."""
+
+    def __getattr__(self: Any, name: str) -> Any:
+        try:
+            return torch.nn.Module.__getattr__(self, name)
+        except AttributeError:
+            return getattr(torch.nn.Module.__getattr__(self, "module"), name)
+
+    wrapped.__class__ = type(f"Forwarding{type(wrapped).__name__}", (type(wrapped),), {"__getattr__": __getattr__})
+    return wrapped
+
+
+def _mean_over_ranks(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per key, the mean over the rows that have it (NaN-skipping); text values: the first one."""
+    out: dict[str, Any] = {}
+    for key in sorted({k for row in rows for k in row}):
+        texts = [row[key] for row in rows if isinstance(row.get(key), str)]
+        if texts:
+            out[key] = texts[0]
+            continue
+        values = [float(row[key]) for row in rows if key in row and row[key] is not None]
+        finite = [v for v in values if math.isfinite(v)]
+        out[key] = sum(finite) / len(finite) if finite else float("nan")
+    return out
+
+
+class Trainer:
+    """The LaViDa-R1 training loop over any ``TrainablePolicy`` (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, policy: Any = None) -> None:
+        self.config = c = config.validate()
+        self.accelerator = acc = Accelerator(
+            mixed_precision=c.mixed_precision, log_with=None if c.report_to == "none" else c.report_to,
+            project_dir=c.output_dir, step_scheduler_with_optimizer=False,
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        )  # fmt: skip
+        set_seed(c.seed)
+        self.policy = policy if policy is not None else build_policy(c)
+        if not isinstance(getattr(self.policy, "model", None), torch.nn.Module):
+            raise TypeError(f"{type(self.policy).__name__} has no .model (torch.nn.Module) for the trainer to optimise")
+        set_decoding(self.policy, {k: getattr(c, k) for k in DECODING_KEYS})
+        for task in c.tasks:
+            set_decoding(self.policy, {"gen_length": c.decoding_for(task)["gen_length"]}, task)
+        self.reference = self._frozen_copy() if c.regularizer == "kl" else None
+        model = self.policy.model.to(acc.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(c, step))
+        with warnings.catch_warnings():  # torch renames broadcast_buffers; False (no buffer sync at all) is meant
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        if self.model is not model:
+            self.policy.model = _forward_attributes(self.model)
+        self.envs = make_envs(c, "train")
+        self._test_envs: dict[str, Any] | None = None
+        rank = acc.process_index
+        self.rngs: dict[str, Any] = {
+            name: np.random.default_rng(derive_seed(c.seed, rank, k)) for k, name in enumerate(("problems", "sft", "forcing"))
+        }
+        self.rngs["sampling"] = torch.Generator(device=acc.device).manual_seed(derive_seed(c.seed, rank, 3))
+        self.step, self.elapsed = 0, 0.0
+        self.total_steps = c.max_steps + (c.sft_steps if c.phase == "rl" else 0)
+        self.alarm = CollapseAlarm(c.collapse_window)
+        self._batches: list[TrainBatch] = []
+        if c.resume_from:
+            self.step, extra, local = load_checkpoint(
+                c.resume_from, accelerator=acc, policy=self.policy, model=self.model, optimizer=self.optimizer,
+                scheduler=self.scheduler, generators=self.rngs,
+            )  # fmt: skip
+            self.elapsed = float(extra.get("elapsed", 0.0))
+            self.alarm.load_state_dict(extra.get("alarm", {}))
+            self._batches = list(local.get("batches", []))
+        self.log = MetricsLog(os.path.join(c.output_dir, "metrics.jsonl"), acc, self.step if c.resume_from else None)
+        if acc.is_main_process and acc.trackers == [] and c.report_to != "none":
+            acc.init_trackers("lavida", config={k: str(v) for k, v in c.to_dict().items()})
+
+    def _frozen_copy(self) -> Any:
+        reference = copy.deepcopy(self.policy)
+        reference.model.to(self.accelerator.device).requires_grad_(False).eval()
+        return reference
+
+    # ----- the loop -------------------------------------------------------------------
+    def train(self, stop_at: int | None = None) -> dict[str, float]:
+        """Run until ``max_steps`` (or global step ``stop_at``); returns the last logged metrics."""
+        c, acc = self.config, self.accelerator
+        last: dict[str, float] = {}
+        if self.step == 0 and c.eval_every > 0 and c.eval_episodes > 0:
+            self.log.write({"step": 0, **self.evaluate()})
+        begin = time.time() - self.elapsed
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="lavida train", disable=not acc.is_main_process)
+        self.model.train()
+        while self.step < self.total_steps and (stop_at is None or self.step < stop_at):
+            started = time.time()
+            sft_step = self.is_sft_step(self.step)
+            # 1-3. sample problems -> rollouts scored by the envs -> advantages (+ SFT rows)
+            if sft_step:
+                self._batches = [self._sft_batch() for _ in range(c.gradient_accumulation_steps)]
+            elif self._rl_index() % c.updates_per_batch == 0:
+                self._batches = [self._rl_batch(micro) for micro in range(c.gradient_accumulation_steps)]
+            # 4. loss and backward (micro-batches accumulate; a non-finite loss anywhere skips the step)
+            metrics, finite = self._loss_and_backward(sft_step)
+            # 5. clip and step (a non-finite gradient norm skips the update)
+            metrics.update(self._optimizer_step(finite))
+            self.step += 1
+            # 6. log, evaluate, checkpoint
+            metrics = _mean_over_ranks(gather_object([metrics]))
+            metrics.update(step=self.step, time=time.time() - begin,
+                           tokens_per_s=metrics.pop("tokens", 0.0) * acc.num_processes / max(time.time() - started, 1e-9))  # fmt: skip
+            self._warn_if_collapsing(metrics, sft_step)
+            if c.eval_every and self.step % c.eval_every == 0 or self.step == self.total_steps:
+                metrics.update(self.evaluate() if c.eval_episodes else {})
+            if self.step % c.logging_steps == 0 or "warning" in metrics or self.step == self.total_steps:
+                self.log.write(metrics)
+            self.elapsed = time.time() - begin
+            if c.save_every and self.step % c.save_every == 0 or self.step == self.total_steps:
+                self.save(checkpoint_dir(c.output_dir, self.step))
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}", reward=f"{metrics.get('reward', float('nan')):.3f}")
+            last = metrics
+        bar.close()
+        if self.step == self.total_steps:
+            self.save_policy(c.output_dir)
+        return last
+
+    def is_sft_step(self, step: int) -> bool:
+        """Whether global ``step`` trains on reference solutions only."""
+        return self.config.phase == "sft" or step < self.config.sft_steps
+
+    def _rl_index(self) -> int:
+        return self.step - (self.config.sft_steps if self.config.phase == "rl" else 0)
+
+    # ----- 1-3: batches -----------------------------------------------------------------
+    def _sft_rows(self, count: int) -> list:
+        problems = sample_problems(self.config.task_weights, count, self.rngs["sft"], self.envs)
+        return sft_rollouts(self.policy, self.envs, problems, list(self.config.tasks))
+
+    def _sft_batch(self) -> TrainBatch:
+        rank = self.accelerator.process_index
+        return TrainBatch(parts=[], advantages=None, sft=self._sft_rows(self.config.sft_per_step),
+                          mask_seed=derive_seed(self.config.seed, rank, 1, self.step))  # fmt: skip
+
+    def _rl_batch(self, micro: int) -> TrainBatch:
+        c, rank = self.config, self.accelerator.process_index
+        problems = sample_problems(c.task_weights, c.prompts_per_step, self.rngs["problems"], self.envs)
+        parts = collect_rollouts(self.policy, self.envs, problems, c, forcing_rng=self.rngs["forcing"],
+                                 generator=self.rngs["sampling"])  # fmt: skip
+        batch = TrainBatch(
+            parts=parts, advantages=rollout_advantages(parts, c.gamma, c.scale_rewards),
+            sft=self._sft_rows(c.sft_per_step) if c.regularizer == "sft" else [],
+            mask_seed=derive_seed(c.seed, rank, 2, self.step, micro), metrics=rollout_metrics(parts),
+        )  # fmt: skip
+        if c.updates_per_batch > 1:
+            with torch.no_grad():
+                batch.old_loglik = self._loglik(self.policy, [p.rollouts for p in parts], batch.mask_seed)[0].detach()
+        return batch
+
+    # ----- 4: loss ------------------------------------------------------------------------
+    def _loglik(self, policy: Any, parts: list, seed: int, meter: NLLMeter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-likelihoods (R,) and scored positions per row (R,) of rollout parts (part k: mask seed (seed, k))."""
+        lls, counts = [], []
+        for k, rollouts in enumerate(parts):
+            result = likelihood(policy, rollouts, self.config.likelihood, derive_seed(seed, k), self.config.likelihood_samples)
+            if meter is not None:
+                meter.add(rollouts, result)
+            lls.append(result.loglik)
+            counts.append(result.counts)
+        return torch.cat(lls), torch.cat(counts)
+
+    def _loss(self, batch: TrainBatch, sft_step: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        c, meter = self.config, NLLMeter()
+        sft_ll, sft_counts = self._loglik(self.policy, batch.sft, derive_seed(batch.mask_seed, 1), meter) if batch.sft else (None, None)
+        tokens = float(sft_counts.sum()) if sft_counts is not None else 0.0
+        if sft_step:  # agents.sft's loss: mean_b(-ELBO_b / n_b)
+            loss = -(sft_ll / sft_counts.clamp(min=1)).mean()
+            return loss, {"loss": loss.item(), "loss/sft": loss.item(), "tokens": tokens, **meter.metrics()}
+        rollouts = [p.rollouts for p in batch.parts]
+        loglik, counts = self._loglik(self.policy, rollouts, batch.mask_seed, meter)
+        ref = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = self._loglik(self.reference, rollouts, batch.mask_seed)[0].to(loglik.device)
+        terms = lavida_loss(
+            loglik, batch.advantages.to(loglik.device), regularizer=c.regularizer, sft_loglik=sft_ll,
+            sft_weight=c.sft_weight, ref_loglik=ref, beta=c.beta, token_counts=counts, sft_token_counts=sft_counts,
+            loss_type=c.loss_type, max_length=int(counts.max()), old_loglik=batch.old_loglik,
+            epsilon=c.epsilon, epsilon_high=c.epsilon_high,
+        )  # fmt: skip
+        free = ~torch.cat([p.forced for p in batch.parts]).to(loglik.device)
+        entropy = (-loglik.detach() / counts.clamp(min=1))[free].mean().item() if bool(free.any()) else float("nan")
+        metrics = {
+            **batch.metrics, **meter.metrics(), "loss": terms.loss.item(), "loss/pg": terms.pg.item(),
+            "loss/sft": terms.sft.item(), "loss/kl": terms.kl.item(), "entropy": entropy,
+            "clip_ratio": terms.clip.get("clip_ratio", 0.0), "tokens": tokens + float(counts.sum()),
+        }  # fmt: skip
+        if self.reference is not None:
+            metrics["kl"] = terms.kl_mean
+        return terms.loss, metrics
+
+    def _loss_and_backward(self, sft_step: bool) -> tuple[dict[str, float], bool]:
+        acc, n = self.accelerator, len(self._batches)
+        rows = []
+        for micro, batch in enumerate(self._batches):
+            loss, metrics = self._loss(batch, sft_step)
+            rows.append(metrics)
+            finite = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=acc.device)
+            if float(acc.gather(finite).min()) < 1:  # every process skips together (no DDP hang)
+                logger.warning("step %d: non-finite loss on some process: step skipped", self.step + 1)
+                return {**_mean_over_ranks(rows), "warning": "non-finite loss: step skipped"}, False
+            sync = micro == n - 1
+            with acc.no_sync(self.model) if not sync and acc.num_processes > 1 else nullcontext():
+                acc.backward(loss / n)
+        return _mean_over_ranks(rows), True
+
+    # ----- 5: optimizer step ---------------------------------------------------------------
+    def _optimizer_step(self, finite: bool) -> dict[str, Any]:
+        c = self.config
+        out: dict[str, Any] = {"skipped": 0.0 if finite else 1.0, "learning_rate": self.scheduler.get_last_lr()[0]}
+        if finite:
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm or float("inf"))
+            out["grad_norm"] = float(norm)
+            if math.isfinite(out["grad_norm"]):
+                self.optimizer.step()
+            else:
+                out.update(skipped=1.0, warning="non-finite gradient norm: step skipped")
+        if "warning" in out:
+            logger.warning("step %d: %s", self.step + 1, out["warning"])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()  # the schedule follows the step count, updated or skipped
+        return out
+
+    # ----- 6: logging, evaluation, checkpoints -------------------------------------------
+    def _warn_if_collapsing(self, metrics: dict[str, Any], sft_step: bool) -> None:
+        if sft_step:
+            return
+        message = self.alarm.update(self.step, metrics.get("reward", float("nan")), metrics.get("entropy", float("nan")))
+        if message:
+            metrics["collapse_alarm"] = 1.0
+            metrics["warning"] = message
+            logger.warning(message)
+            if self.accelerator.is_main_process:
+                tqdm.write(message)
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy held-out reward/accuracy per task (``eval/...``), split over the processes."""
+        acc, c = self.accelerator, self.config
+        if self._test_envs is None:
+            self._test_envs = make_envs(c, "test")
+        local = evaluate(self.policy, self._test_envs, c, acc.process_index, acc.num_processes)
+        merged: dict[str, list] = {}
+        for part in gather_object([local]):
+            for task, results in part.items():
+                merged.setdefault(task, []).extend(results)
+        out = {}
+        for task, results in sorted(merged.items()):
+            out[f"eval/reward/{task}"] = float(np.mean([r for r, _ in results])) if results else float("nan")
+            out[f"eval/accuracy/{task}"] = float(np.mean([ok for _, ok in results])) if results else float("nan")
+        rewards = [v for k, v in out.items() if k.startswith("eval/reward/")]
+        out["eval/reward"] = float(np.mean(rewards)) if rewards else float("nan")
+        self.model.train()
+        return out
+
+    def save(self, directory: str) -> str:
+        """Checkpoint the run at the current step (every process must call it)."""
+        extra = {"elapsed": self.elapsed, "alarm": self.alarm.state_dict(), "config": self.config.to_dict()}
+        return save_checkpoint(
+            directory, accelerator=self.accelerator, policy=self.policy, optimizer=self.optimizer,
+            scheduler=self.scheduler, step=self.step, generators=self.rngs, extra=extra,
+            local={"batches": self._batches},
+        )  # fmt: skip
+
+    def save_policy(self, directory: str) -> None:
+        """Write the trained policy (main process) to ``directory``."""
+        if self.accelerator.is_main_process:
+            self.policy.save_pretrained(directory)
+        self.accelerator.wait_for_everyone()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``lavida train``; returns a process exit code."""
-    args = _parse(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    envs = args.env or ["LaViDa/VisualMath-v0"]
-    difficulty = args.difficulty if args.difficulty == "mixed" else int(args.difficulty)
-    policy = DiffusionPolicy.from_pretrained(args.init) if args.init else DiffusionPolicy.tiny(seed=args.seed)
-    if args.gen_length:
-        policy.decoding.gen_length = args.gen_length
-        policy.decoding.validate()
-    seen: set[str] = set()
-    streams = [sft_examples(env, "train", difficulty) for env in envs]
-    if args.pool_size:
-        streams = [example_pool(s, args.pool_size, args.seed + i) for i, s in enumerate(streams)]
+    """``lavida train``: the config trainer, or the quick SFT command for its legacy flags."""
+    from agents import sft_cli
 
-    def tracked():
-        for obs, target, digest in mixed_examples(streams):
-            seen.add(digest)
-            yield obs, target, digest
-
-    cfg = SFTConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        estimator=args.estimator, seed=args.seed, max_minutes=args.max_minutes,
-        max_cpu_minutes=args.max_cpu_minutes,
-    )  # fmt: skip
-    os.makedirs(args.output_dir, exist_ok=True)
-    start = time.time()
-    with tqdm(total=cfg.steps, desc="sft", unit="step") as bar, open(
-        os.path.join(args.output_dir, "sft_log.jsonl"), "w", encoding="utf-8"
-    ) as log:
-
-        def progress(step: int, metrics: dict[str, float]) -> None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-            log.write(json.dumps(metrics) + "\n")
-            log.flush()
-
-        train_sft(policy, tracked(), cfg, progress)
-    train_time = time.time() - start
-    policy.save_pretrained(args.output_dir)
-    summary = {
-        "phase": "sft", "envs": envs, "difficulty": difficulty, "steps_done": len(cfg.history),
-        "examples_seen": len(cfg.history) * cfg.batch_size, "distinct_train_images": len(seen),
-        "train_seconds": round(train_time, 1),
-        "train_cpu_seconds": round(cfg.history[-1]["cpu_time"], 1) if cfg.history else 0.0, "final_loss": cfg.history[-1]["loss"] if cfg.history else None,
-        "lr": cfg.lr, "batch_size": cfg.batch_size, "estimator": cfg.estimator, "seed": cfg.seed,
-        "decoding": policy.decoding_settings(),
-        "parameters": sum(p.numel() for p in policy.model.parameters()),
-    }  # fmt: skip
-    if args.eval_episodes:
-        summary["eval"] = [
-            quick_eval(policy, env, difficulty, "test", args.eval_episodes, train_hashes=seen) for env in envs
-        ]
-        for result in summary["eval"]:
-            print(
-                f"{result['env']} test: accuracy {result['accuracy']:.3f} over {result['episodes']} episodes; "
-                f"test images equal to a train image: {result['test_images_equal_to_a_train_image']}"
-            )
-    with open(os.path.join(args.output_dir, "sft_summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    print(f"saved policy and logs to {args.output_dir} ({train_time:.0f}s of training)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if sft_cli.is_legacy(argv):
+        return sft_cli.main(argv)
+    try:
+        config = parse_config(argv)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lavida train: {exc}", file=sys.stderr)
+        return 2
+    Trainer(config).train()
     return 0
 
 

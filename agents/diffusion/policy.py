@@ -13,6 +13,8 @@ Contract (DESIGN sections 4-5): implements :class:`agents.policy.Policy` and
   ``random_mask`` | ``complementary``), with gradients; ``num_samples`` mask samples (pairs)
   are averaged. ``log_likelihood_terms`` returns the whole estimate (per-position
   ``token_logp`` aligned with the rollouts' columns, e.g. for text/image NLL logging).
+  The fixed ``<boi>``/``<eoi>`` around an image span (template tokens the sampler never
+  chooses; text positions may not predict them) are not scored: ``scored_mask``.
 * The model function handed to the sampler and the estimators is
   ``model_fn(input_ids, attention_mask) -> logits``: rows carry their batch index in two
   leading, attention-masked tag columns, so the bound images and per-position vocabulary
@@ -300,6 +302,11 @@ class DiffusionPolicy:
         """Per-row ELBO estimate (B,) of the responses under the current model, with gradients."""
         return self.log_likelihood_terms(rollouts, estimator, mask_seed, num_samples).loglik
 
+    def scored_mask(self, rollouts: Rollouts) -> torch.Tensor:
+        """(B, L) bool: the response positions the likelihood scores (all but an image span's fixed ``<boi>``/``<eoi>``)."""
+        fixed = (rollouts.sequences == self.ids.boi) | (rollouts.sequences == self.ids.eoi)
+        return rollouts.response_mask.to(torch.bool) & ~fixed
+
     def log_likelihood_terms(
         self, rollouts: Rollouts, estimator: str = "complementary", mask_seed: int = 0, num_samples: int = 1
     ) -> LikelihoodEstimate:
@@ -313,7 +320,7 @@ class DiffusionPolicy:
         if code_mask is None:
             code_mask = torch.zeros_like(rollouts.response_mask)
         sequences, attention, response_mask, code_mask = with_tags(
-            rollouts.sequences, rollouts.attention_mask, rollouts.response_mask, code_mask, self.ids
+            rollouts.sequences, rollouts.attention_mask, self.scored_mask(rollouts), code_mask, self.ids
         )
         pixel_values = None if rollouts.pixel_values is None else rollouts.pixel_values.to(device)
         model_fn = tagged_model_fn(self.model, pixel_values, code_mask.to(device), response_mask.to(device), self.ids)

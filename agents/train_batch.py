@@ -1,0 +1,287 @@
+"""The pieces one LaViDa-R1 training step is made of (DESIGN section 5), for any ``TrainablePolicy``.
+
+Contract:
+
+* :func:`make_envs` -- one env per task of the mixture (``LaViDa/<Task>-v0``, a split,
+  ``difficulty``, ``image_size``); sampling problems from them by weight
+  (:func:`agents.rollout.sample_problems`) is the ``LaViDa/MultiTask-v0`` mixture.
+* :func:`set_decoding` / :func:`use_decoding` -- sampler settings (LLaDA's names) applied to
+  the fields the policy's ``decoding`` dataclass has (with ``task``, ``gen_length`` goes to
+  its ``task_gen_length`` when it has one), for good or inside a block; a policy without a
+  ``decoding`` dataclass samples with its own settings.
+* :func:`collect_rollouts` -- one :class:`agents.rollout.GroupBatch` per task present in
+  ``problems``: tree search (:func:`agents.diffusion.tree.tree_rollout`) for
+  ``config.tree_search`` tasks, else :func:`agents.rollout.collect_groups` with answer
+  forcing; parts are kept apart so each is scored by the likelihood at its own width.
+* :func:`rollout_advantages` -- ``gamma * A_distill + (1 - gamma) * A_grpo`` over all parts'
+  rows (groups never span parts); :func:`rollout_metrics` -- TRL-named reward metrics over
+  the free rows, forcing metrics, ``completions/mean_length`` (response positions per row).
+* :func:`sft_rollouts` -- reference solutions of ``problems`` as rollouts, one per task
+  (``policy.sft_rollouts(observations, targets)`` when the policy has it, else
+  :func:`agents.sft.build_sft_batch`).
+* :func:`likelihood` -- a :class:`Likelihood`: ``loglik`` (B,) from the policy's
+  ``log_likelihood_terms`` when it has one (with per-position ``token_logp`` for text/image
+  NLL), else ``log_likelihood`` averaged over ``samples`` derived mask seeds; ``scored``
+  = ``policy.scored_mask(rollouts)`` when it has one, else ``response_mask`` (token counts of
+  the loss). :class:`NLLMeter` sums per-token NLL of text and image-code positions
+  (``extras["code_mask"]``) over the scored positions.
+* :func:`evaluate` -- greedy (temperature 0) held-out rewards on test problems
+  ``rank, rank + world, ... < eval_episodes`` of each task: ``{task: [(reward, correct)]}``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, Iterator, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import lavida_envs  # noqa: F401  (registers the env ids)
+from agents.losses import distill_advantages, frac_zero_std, grpo_advantages, mix_advantages
+from agents.policy import Rollouts
+from agents.rollout import (
+    ForcingConfig,
+    GroupBatch,
+    Problem,
+    collect_groups,
+    group_metrics,
+    open_problems,
+    score_actions,
+)
+
+__all__ = [
+    "ENV_IDS",
+    "Likelihood",
+    "NLLMeter",
+    "TrainBatch",
+    "collect_rollouts",
+    "derive_seed",
+    "evaluate",
+    "likelihood",
+    "make_envs",
+    "rollout_advantages",
+    "rollout_metrics",
+    "set_decoding",
+    "sft_rollouts",
+    "use_decoding",
+]
+
+#: task name -> env id
+ENV_IDS: dict[str, str] = {
+    "visual_math": "LaViDa/VisualMath-v0",
+    "grounding": "LaViDa/Grounding-v0",
+    "image_edit": "LaViDa/ImageEdit-v0",
+}
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (e.g. seed, rank, batch, part) via ``numpy.random.SeedSequence``."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class TrainBatch:
+    """One micro-batch of a step: rollout parts (one per task) with advantages, SFT parts, mask seed."""
+
+    parts: list[GroupBatch]  # rollout groups ([] in SFT steps)
+    advantages: torch.Tensor | None  # (R,) over the parts' rows in order
+    sft: list[Rollouts]  # reference-solution rows, one part per task
+    mask_seed: int  # likelihood masks of this batch (old, current and reference policy alike)
+    metrics: dict[str, float] = field(default_factory=dict)
+    old_loglik: torch.Tensor | None = None  # (R,) before the first update (updates_per_batch > 1)
+
+
+def make_envs(config: Any, split: str) -> dict[str, gym.Env]:
+    """``{task: env}`` for the tasks of ``config`` with weight > 0."""
+    difficulty = config.difficulty if config.difficulty == "mixed" else int(config.difficulty)
+    return {
+        task: gym.make(ENV_IDS[task], split=split, difficulty=difficulty, image_size=config.image_size)
+        for task in config.task_weights
+    }
+
+
+def set_decoding(policy: Any, settings: Mapping[str, Any], task: str | None = None) -> Any:
+    """Apply ``settings`` to ``policy.decoding`` (the fields it has); returns the previous value."""
+    current = getattr(policy, "decoding", None)
+    if current is None or not is_dataclass(current):
+        return current
+    names = {f.name for f in fields(current)}
+    changes = {k: v for k, v in settings.items() if k in names}
+    if task is not None and "task_gen_length" in names and "gen_length" in settings:
+        changes = {k: v for k, v in changes.items() if k != "gen_length"}
+        changes["task_gen_length"] = {**current.task_gen_length, task: int(settings["gen_length"])}
+    updated = replace(current, **changes)
+    policy.decoding = updated.validate() if callable(getattr(updated, "validate", None)) else updated
+    return current
+
+
+@contextmanager
+def use_decoding(policy: Any, settings: Mapping[str, Any], task: str | None = None) -> Iterator[None]:
+    """:func:`set_decoding` inside the block, restored afterwards."""
+    previous = set_decoding(policy, settings, task)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            policy.decoding = previous
+
+
+def _by_task(problems: Sequence[Problem], order: Sequence[str]) -> dict[str, list[Problem]]:
+    out: dict[str, list[Problem]] = {task: [] for task in order}
+    for problem in problems:
+        out.setdefault(problem.env, []).append(problem)
+    return {task: probs for task, probs in out.items() if probs}
+
+
+def collect_rollouts(
+    policy: Any,
+    envs: Mapping[str, Any],
+    problems: Sequence[Problem],
+    config: Any,
+    *,
+    forcing_rng: np.random.Generator,
+    generator: torch.Generator,
+) -> list[GroupBatch]:
+    """Scored groups of ``problems``, one part per task (tree search or answer forcing per config)."""
+    from agents.diffusion.tree import tree_rollout
+
+    forcing = ForcingConfig.from_config(config)
+    parts = []
+    for task, probs in _by_task(problems, list(config.tasks)).items():
+        with use_decoding(policy, config.decoding_for(task), task):
+            if config.uses_tree_search(task):
+                part = tree_rollout(policy, envs, probs, config.num_generations,
+                                    branch_steps=config.tree_branch_steps, generator=generator)  # fmt: skip
+            else:
+                part = collect_groups(policy, envs, probs, config.num_generations, forcing=forcing,
+                                      rng=forcing_rng, generator=generator)  # fmt: skip
+        parts.append(part)
+    return parts
+
+
+def _concat(parts: Sequence[GroupBatch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards (R,) and batch-wide group ids (R,) of all parts' rows in order."""
+    offsets = np.cumsum([0] + [len(p.problems) for p in parts])
+    rewards = torch.cat([p.rewards for p in parts])
+    group_ids = torch.cat([p.group_ids + int(off) for p, off in zip(parts, offsets)])
+    return rewards, group_ids
+
+
+def rollout_advantages(parts: Sequence[GroupBatch], gamma: float, scale_rewards: str) -> torch.Tensor:
+    """LaViDa-R1 rollout weights (R,) over all parts' rows, in order."""
+    rewards, group_ids = _concat(parts)
+    return mix_advantages(gamma, distill_advantages(rewards, group_ids), grpo_advantages(rewards, group_ids, scale_rewards))
+
+
+def rollout_metrics(parts: Sequence[GroupBatch]) -> dict[str, float]:
+    """Reward and forcing metrics of one step's rollout parts (module docstring)."""
+    rewards, group_ids = _concat(parts)
+    forced = torch.cat([p.forced for p in parts])
+    correct = torch.cat([p.correct for p in parts])
+    tasks = [t for p in parts for t in p.tasks]
+    free = ~forced
+    out = group_metrics(rewards[free], group_ids[free], [t for t, f in zip(tasks, free.tolist()) if f], correct[free])
+    num_groups = max(sum(len(p.problems) for p in parts), 1)
+    lengths = torch.cat([p.rollouts.response_mask.sum(1).double() for p in parts])
+    out.update({
+        "frac_reward_zero_std/after_forcing": frac_zero_std(rewards, group_ids),
+        "forcing_trigger_frac": sum(p.metrics.get("forcing_trigger_frac", 0.0) * len(p.problems) for p in parts) / num_groups,
+        "forced_frac": float(forced.sum()) / num_groups,
+        "completions/mean_length": float(lengths[free].mean()) if bool(free.any()) else 0.0,
+    })  # fmt: skip
+    if bool(forced.any()):
+        out["forced_reward"] = float(rewards[forced].mean())
+    nfe = [p.metrics["tree_nfe"] for p in parts if "tree_nfe" in p.metrics]
+    if nfe:
+        out["tree_nfe"] = float(sum(nfe))
+    return out
+
+
+def sft_rollouts(policy: Any, envs: Mapping[str, Any], problems: Sequence[Problem], order: Sequence[str]) -> list[Rollouts]:
+    """Reference-solution rows of ``problems``, one :class:`Rollouts` per task (module docstring)."""
+    from agents.sft import build_sft_batch, reference_action
+
+    build = getattr(policy, "sft_rollouts", None)
+    out = []
+    for task, probs in _by_task(problems, order).items():
+        groups, observations = open_problems(envs, probs)
+        targets = [reference_action(envs[g["env"]], g) for g in groups]
+        out.append(build(observations, targets) if callable(build) else build_sft_batch(policy, observations, targets))
+    return out
+
+
+@dataclass
+class Likelihood:
+    """One likelihood call: per-row estimates, per-position terms (if the policy gives them), scored positions."""
+
+    loglik: torch.Tensor  # (B,) with gradients
+    token_logp: torch.Tensor | None  # (B, L) contributions summing to loglik, or None
+    scored: torch.Tensor  # (B, L) bool: the positions the estimate covers
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """Scored positions per row (B,), on the device of ``loglik``."""
+        return self.scored.sum(1).to(self.loglik.device)
+
+
+def likelihood(policy: Any, rollouts: Rollouts, estimator: str, mask_seed: int, samples: int = 1) -> Likelihood:
+    """The policy's log-likelihood estimate of ``rollouts`` (module docstring)."""
+    scored_mask = getattr(policy, "scored_mask", None)
+    scored = (scored_mask(rollouts) if callable(scored_mask) else rollouts.response_mask).to(torch.bool)
+    terms = getattr(policy, "log_likelihood_terms", None)
+    if callable(terms):
+        estimate = terms(rollouts, estimator, mask_seed, samples)
+        return Likelihood(estimate.loglik, estimate.token_logp, scored)
+    seeds = [mask_seed] + [derive_seed(mask_seed, k) for k in range(1, samples)]
+    loglik = torch.stack([policy.log_likelihood(rollouts, estimator, s) for s in seeds]).mean(0)
+    return Likelihood(loglik, None, scored)
+
+
+class NLLMeter:
+    """Per-token NLL sums of text and image-code response positions over several likelihood calls."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, rollouts: Rollouts, result: Likelihood) -> None:
+        """Count one call's rows (without ``token_logp`` every scored position counts as text)."""
+        scored = result.scored.cpu()
+        if result.token_logp is None:
+            self.sums["text"] -= float(result.loglik.detach().sum())
+            self.counts["text"] += int(scored.sum())
+            return
+        code = rollouts.extras.get("code_mask")
+        image = torch.zeros_like(scored) if code is None else code.to(torch.bool).cpu() & scored
+        logp = result.token_logp.detach().cpu()
+        for name, where in (("text", scored & ~image), ("image", image)):
+            self.sums[name] -= float(logp[where].sum())
+            self.counts[name] += int(where.sum())
+
+    def metrics(self) -> dict[str, float]:
+        """``{"nll/text", "nll/image"}`` (NaN where no position was scored)."""
+        return {f"nll/{k}": self.sums[k] / self.counts[k] if self.counts[k] else float("nan") for k in ("text", "image")}
+
+
+def evaluate(
+    policy: Any, envs: Mapping[str, Any], config: Any, rank: int = 0, world: int = 1, batch_size: int = 16
+) -> dict[str, list[tuple[float, bool]]]:
+    """Greedy held-out ``(reward, correct)`` per task on this rank's share of the test problems."""
+    out: dict[str, list[tuple[float, bool]]] = {}
+    for task, env in envs.items():
+        indices = list(range(rank, config.eval_episodes, world))
+        results: list[tuple[float, bool]] = []
+        with use_decoding(policy, {**config.decoding_for(task), "temperature": 0.0}, task):
+            for begin in range(0, len(indices), batch_size):
+                chunk = [Problem(task, i) for i in indices[begin : begin + batch_size]]
+                _, observations = open_problems(envs, chunk)
+                actions = policy.act(observations, 1)
+                for problem, action in zip(chunk, actions):
+                    (res,) = score_actions(env, problem.index, action[:1])
+                    results.append((res.reward, res.correct))
+        out[task] = results
+    return out
