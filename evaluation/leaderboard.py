@@ -187,7 +187,8 @@ def write_png(path: Path, entries: Sequence[Entry], metric: str) -> None:
             err[0].append(0.0 if lo is None else max(0.0, mean - lo))
             err[1].append(0.0 if hi is None else max(0.0, hi - mean))
             tops.append(mean if hi is None else max(mean, hi))
-        ax.bar(xs, means, width * 0.92, yerr=np.array(err), capsize=4, label=policy, color=colors(sorted(policies).index(policy) % 10),
+        color = colors(sorted(policies).index(policy) % 10)  # by name: the same colour on every chart
+        ax.bar(xs, means, width * 0.92, yerr=np.array(err), capsize=4, label=policy, color=color,
                error_kw={"elinewidth": 1.2, "ecolor": "black"})
         for x, m, t in zip(xs, means, tops):  # value above the CI's upper end, clear of the error bar
             ax.annotate(f"{m:.2f}", (x, t), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
