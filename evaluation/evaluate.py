@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-kwargs", action="append", default=[], metavar="K=V,...",
                    help="gym.make kwargs, e.g. difficulty=3,image_size=64; " + KWARGS_HELP)
     p.add_argument("--split", default="test", choices=["train", "test"], help="problem split (default test)")
-    p.add_argument("--episodes", type=int, default=100, help="problems to evaluate (default 100; capped at a dataset's size)")
+    p.add_argument("--episodes", type=int, default=100,
+                   help="problems to evaluate (default 100; capped at a dataset's size)")
     p.add_argument("--start-index", type=int, default=0, help="first problem index (default 0)")
     p.add_argument("--samples", type=int, default=1, help="actions per problem, K; K > 1 adds pass@k (default 1)")
     p.add_argument("--batch-size", type=int, default=8, help="observations per policy.act call (default 8)")
@@ -182,7 +183,7 @@ def _dist() -> Dist:
 def _act(policy: Any, observations: list[dict], k: int, seeds: list[int]) -> list[list[Any]]:
     try:
         params = inspect.signature(policy.act).parameters
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # no signature (builtins): plain call
         params = {}
     if "seeds" in params:
         out = policy.act(observations, k, seeds=seeds)
@@ -193,7 +194,10 @@ def _act(policy: Any, observations: list[dict], k: int, seeds: list[int]) -> lis
     if not isinstance(out, (list, tuple)) or len(out) != len(observations) or any(
         not isinstance(row, (list, tuple)) or len(row) != k for row in out
     ):
-        shape = [len(r) if isinstance(r, (list, tuple)) else type(r).__name__ for r in out] if isinstance(out, (list, tuple)) else type(out).__name__
+        shape = (
+            [len(r) if isinstance(r, (list, tuple)) else type(r).__name__ for r in out]
+            if isinstance(out, (list, tuple)) else type(out).__name__
+        )
         raise ValueError(
             f"{type(policy).__name__}.act returned {shape}; expected {len(observations)} lists of {k} actions "
             "(outer list: observations, inner: samples)"
@@ -261,8 +265,7 @@ def evaluate_episodes(
 
 def _place(policy: Any, device: Any) -> None:
     target = policy if hasattr(policy, "to") else getattr(policy, "model", None)
-    if target is not None and hasattr(target, "to"):
-        target.to(device)
+    getattr(target, "to", lambda _: None)(device)
 
 
 # ----- main ------------------------------------------------------------------------------------
@@ -367,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in merge_rows(*(read_rows(p) for p in _sample_files(out))) if r["index"] in set(indices)]
     missing = sorted(set(indices) - {r["index"] for r in rows})
     if missing:
-        print(f"lavida eval: {len(missing)} episodes missing (first {missing[:5]}); rerun with --resume", file=sys.stderr)
+        print(f"lavida eval: {len(missing)} episodes missing (first {missing[:5]}); rerun with --resume",
+              file=sys.stderr)
         return 1
     write_rows(out / SAMPLES_FILE, rows)
     for path in _sample_files(out)[1:]:

@@ -151,7 +151,9 @@ def write_csv(path: Path, entries: Sequence[Entry], metric: str) -> None:
     policies, envs, cells = _table(entries, metric)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["policy", "env", "metric", "mean", "stderr", "ci95_lo", "ci95_hi", "n", "split", "env_version", "dir"])
+        writer.writerow(
+            ["policy", "env", "metric", "mean", "stderr", "ci95_lo", "ci95_hi", "n", "split", "env_version", "dir"]
+        )
         for policy in policies:
             for env in envs:
                 if (policy, env) not in cells:

@@ -16,9 +16,9 @@ run) is ignored by :func:`read_rows`; a bad line elsewhere is an error naming fi
 ``results.json`` (:func:`summarize_rows` + the run's metadata) holds ``env`` (id, kwargs,
 version, split), ``episodes``, ``policy`` (spec, name, class, kwargs, decoding settings),
 ``samples_per_episode``, ``seed``, ``n``, ``metrics`` (``reward``, ``correct``,
-``components.<name>``, ``task_metrics.<name>``, names ``<task>/<name>`` for a mixture env: each ``{"mean", "stderr", "ci95", "n"}``
-from :mod:`evaluation.metrics`), ``pass_at_k`` (K > 1), ``breakdowns`` (per difficulty
-and per task), ``errors``, ``provenance`` (package versions, git sha) and ``run`` (wall
+``components.<name>``, ``task_metrics.<name>``, named ``<task>/<name>`` for a mixture env:
+each ``{"mean", "stderr", "ci95", "n"}`` from :mod:`evaluation.metrics`), ``pass_at_k``
+(K > 1), ``breakdowns`` (per difficulty and per task), ``errors``, ``provenance`` (package versions, git sha) and ``run`` (wall
 time, argv, batch size, processes: the only part allowed to differ between two runs of
 the same evaluation, see :func:`comparable`).
 
@@ -242,7 +242,7 @@ def summarize_rows(
     """
     rows = sorted(rows, key=lambda r: int(r["index"]))
     grounding = {(f"grounding/{k}" if prefix_task else k): v for k, v in _grounding_summaries(rows, seed).items()}
-    flat = [{"reward": r["reward"], "correct": r["correct"], "difficulty": r["difficulty"], "task": r["task"]} for r in rows]
+    flat = [{k: r[k] for k in ("reward", "correct", "difficulty", "task")} for r in rows]
     metrics = {
         "reward": summarize([r["reward"] for r in rows], seed=seed),
         "correct": summarize([r["correct"] for r in rows], seed=seed),

@@ -240,7 +240,8 @@ def test_dataset_env_evaluates_at_most_its_problems(tmp_path):
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert run(tmp_path / "x", "--policy", "no-such-policy", "--env", "LaViDa/Grounding-v0") == 2
     assert "unknown policy spec" in capsys.readouterr().err
-    assert run(tmp_path / "y", "--policy", "random", "--env", "LaViDa/Grounding-v0", "--env-kwargs", "difficulty=9") == 2
+    code = run(tmp_path / "y", "--policy", "random", "--env", "LaViDa/Grounding-v0", "--env-kwargs", "difficulty=9")
+    assert code == 2
     assert "difficulty" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(tmp_path / "z", "--policy", "random", "--env", "LaViDa/Grounding-v0", "--env-kwargs", "split=train")
