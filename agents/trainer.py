@@ -64,6 +64,7 @@ from agents.config import DECODING_KEYS, TrainConfig, parse_config
 from agents.losses import lavida_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
 from agents.rollout import sample_problems
+from agents.train_setup import build_policy, forward_attributes, lr_factor
 from agents.train_batch import (
     NLLMeter,
     TrainBatch,
@@ -78,54 +79,9 @@ from agents.train_batch import (
     sft_rollouts,
 )
 
-__all__ = ["Trainer", "build_policy", "main"]
+__all__ = ["Trainer", "main"]
 
 logger = logging.getLogger(__name__)
-
-
-def build_policy(config: TrainConfig) -> Any:
-    """The policy ``config`` names: ``diffusion`` / ``ar`` (tiny, seeded) or a checkpoint (``init_from`` first)."""
-    spec = config.init_from or config.policy
-    if spec == "diffusion":
-        from agents.diffusion.policy import DiffusionPolicy
-
-        return DiffusionPolicy.tiny(seed=config.seed)
-    if spec == "ar":
-        from baselines.autoregressive import ARPolicy  # type: ignore[import-not-found]
-
-        return ARPolicy.tiny(seed=config.seed)
-    from baselines.specs import resolve_policy
-
-    return resolve_policy(spec)
-
-
-def _lr_factor(config: TrainConfig, step: int) -> float:
-    """Multiplier of ``learning_rate`` at ``step`` (SFT warm start, then warm-up and schedule)."""
-    offset = config.sft_steps if config.phase == "rl" else 0
-    if step < offset:
-        return config.sft_learning_rate / config.learning_rate
-    s = step - offset
-    if s < config.warmup_steps:
-        return (s + 1) / config.warmup_steps
-    progress = min(1.0, (s - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    if config.lr_scheduler_type == "linear":
-        return 1.0 - progress
-    if config.lr_scheduler_type == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
-
-
-def _forward_attributes(wrapped: torch.nn.Module) -> torch.nn.Module:
-    """Let a DDP wrapper answer attribute lookups of its module (``config``, ``save_pretrained``)."""
-
-    def __getattr__(self: Any, name: str) -> Any:
-        try:
-            return torch.nn.Module.__getattr__(self, name)
-        except AttributeError:
-            return getattr(torch.nn.Module.__getattr__(self, "module"), name)
-
-    wrapped.__class__ = type(f"Forwarding{type(wrapped).__name__}", (type(wrapped),), {"__getattr__": __getattr__})
-    return wrapped
 
 
 def _mean_over_ranks(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -162,12 +118,12 @@ class Trainer:
         self.reference = self._frozen_copy() if c.regularizer == "kl" else None
         model = self.policy.model.to(acc.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(c, step))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(c, step))
         with warnings.catch_warnings():  # torch renames broadcast_buffers; False (no buffer sync at all) is meant
             warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
             self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         if self.model is not model:
-            self.policy.model = _forward_attributes(self.model)
+            self.policy.model = forward_attributes(self.model)
         self.envs = make_envs(c, "train")
         self._test_envs: dict[str, Any] | None = None
         rank = acc.process_index

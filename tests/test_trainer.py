@@ -13,7 +13,8 @@ from agents.config import load_config
 from agents.diffusion.policy import DiffusionPolicy
 from agents.metrics_log import CollapseAlarm, MetricsLog
 from agents.sft_cli import is_legacy
-from agents.trainer import Trainer, _lr_factor, main
+from agents.train_setup import lr_factor
+from agents.trainer import Trainer, main
 
 sys.path.insert(0, os.path.dirname(__file__))
 from trainer_tiny import tiny_policy  # noqa: E402
@@ -124,12 +125,12 @@ def test_collapse_alarm_needs_reward_and_entropy_falling_together():
 def test_learning_rate_schedule_sft_warm_start_then_warmup_and_cosine(tmp_path):
     config = tiny_config(tmp_path, sft_steps=2, max_steps=10, warmup_steps=2, lr_scheduler_type="cosine",
                          learning_rate=1e-4, sft_learning_rate=1e-3)  # fmt: skip
-    factors = [_lr_factor(config, s) for s in range(12)]
+    factors = [lr_factor(config, s) for s in range(12)]
     assert factors[:2] == [pytest.approx(10.0)] * 2
     assert factors[2:4] == [pytest.approx(0.5), pytest.approx(1.0)]
     assert factors[4] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
     sft_phase = tiny_config(tmp_path, phase="sft", sft_steps=5, max_steps=3)
-    assert _lr_factor(sft_phase, 0) == 1.0  # phase sft ignores sft_steps
+    assert lr_factor(sft_phase, 0) == 1.0  # phase sft ignores sft_steps
 
 
 def test_lavida_train_dispatches_legacy_sft_flags_and_rejects_bad_configs(tmp_path, capsys):
