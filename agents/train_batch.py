@@ -15,7 +15,7 @@ Contract:
   forcing; parts are kept apart so each is scored by the likelihood at its own width.
 * :func:`rollout_advantages` -- ``gamma * A_distill + (1 - gamma) * A_grpo`` over all parts'
   rows (groups never span parts); :func:`rollout_metrics` -- TRL-named reward metrics over
-  the free rows, forcing metrics, ``completions/mean_length`` (response positions per row).
+  the free rows and forcing metrics.
 * :func:`sft_rollouts` -- reference solutions of ``problems`` as rollouts, one per task
   (``policy.sft_rollouts(observations, targets)`` when the policy has it, else
   :func:`agents.sft.build_sft_batch`).
@@ -186,12 +186,10 @@ def rollout_metrics(parts: Sequence[GroupBatch]) -> dict[str, float]:
     free = ~forced
     out = group_metrics(rewards[free], group_ids[free], [t for t, f in zip(tasks, free.tolist()) if f], correct[free])
     num_groups = max(sum(len(p.problems) for p in parts), 1)
-    lengths = torch.cat([p.rollouts.response_mask.sum(1).double() for p in parts])
     out.update({
         "frac_reward_zero_std/after_forcing": frac_zero_std(rewards, group_ids),
         "forcing_trigger_frac": sum(p.metrics.get("forcing_trigger_frac", 0.0) * len(p.problems) for p in parts) / num_groups,
         "forced_frac": float(forced.sum()) / num_groups,
-        "completions/mean_length": float(lengths[free].mean()) if bool(free.any()) else 0.0,
     })  # fmt: skip
     if bool(forced.any()):
         out["forced_reward"] = float(rewards[forced].mean())

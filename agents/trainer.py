@@ -31,7 +31,9 @@ One step, top to bottom (:meth:`Trainer.train`):
    evaluation (``eval/reward/<task>``, ``eval/accuracy/<task>``) at step 0 and every
    ``eval_every`` steps; checkpoints every ``save_every`` steps and at the end.
 
-``entropy`` is the per-token Monte-Carlo estimate ``mean_i(-ELBO_i / n_i)`` over the free
+``completions/mean_length`` counts the positions the likelihood scores per free rollout row
+(``policy.scored_mask``: an AR policy's tokens up to ``<eos>``; a diffusion response's text
+and code positions). ``entropy`` is the per-token Monte-Carlo estimate ``mean_i(-ELBO_i / n_i)`` over the free
 rollout rows (a masked-diffusion model exposes no exact per-position entropy of its
 samples; TRL computes the exact per-token entropy of an autoregressive model's logits). The
 collapse alarm (:class:`agents.metrics_log.CollapseAlarm`) watches ``reward`` and it.
@@ -259,11 +261,13 @@ class Trainer:
             epsilon=c.epsilon, epsilon_high=c.epsilon_high,
         )  # fmt: skip
         free = ~torch.cat([p.forced for p in batch.parts]).to(loglik.device)
-        entropy = (-loglik.detach() / counts.clamp(min=1))[free].mean().item() if bool(free.any()) else float("nan")
+        per_token = (-loglik.detach() / counts.clamp(min=1))[free]
+        entropy = per_token.mean().item() if bool(free.any()) else float("nan")
         metrics = {
             **batch.metrics, **meter.metrics(), "loss": terms.loss.item(), "loss/pg": terms.pg.item(),
             "loss/sft": terms.sft.item(), "loss/kl": terms.kl.item(), "entropy": entropy,
             "clip_ratio": terms.clip.get("clip_ratio", 0.0), "tokens": tokens + float(counts.sum()),
+            "completions/mean_length": counts[free].double().mean().item() if bool(free.any()) else 0.0,
         }  # fmt: skip
         if self.reference is not None:
             metrics["kl"] = terms.kl_mean
