@@ -8,6 +8,9 @@ moves +1 (p=0.9) or +2 (p=0.1) letters per position (mod the alphabet). Decoders
 (e.g. the AR baseline) can be added to the same table. Prints, per method: generated tokens/s, speedup
 over one token per step, batched model calls, mean denoising steps per row (a row leaves the
 batch once done under threshold decoding) and the fraction of responses that follow the walk rule.
+The autoregressive rows time the AR baseline's network (``baselines.ar_model.ARModel``: Llama + the
+same patch encoder), sized to the diffusion model's parameter count and trained as long with
+next-token cross-entropy, decoding with ``generate`` and a KV cache (and without, for reference).
 ``--cache DIR`` saves the trained model so repeated runs (and ``bench likelihood``) skip training.
 """
 
@@ -73,8 +76,45 @@ def model_fn_of(model) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Te
     return lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits
 
 
-def train_walk(model, task: WalkTask, steps: int, batch: int = 64, lr: float = 3e-3, seed: int = 0) -> list[float]:
-    """Masked-diffusion training (complementary-mask ELBO per token); returns the loss per step."""
+def tiny_ar_model(task: WalkTask, seed: int = 0, hidden: int = 128, layers: int = 4):
+    """The AR baseline's network with about :func:`tiny_model`'s parameter count (MLP width adjusted)."""
+    from baselines.ar_model import ARConfig, ARModel
+
+    target = sum(p.numel() for p in tiny_model(task, seed, hidden, layers).parameters())
+    values = dict(vocab_size=FIRST_LETTER + task.letters, hidden_size=hidden, num_hidden_layers=layers,
+                  num_attention_heads=4, max_position_embeddings=task.prompt_len + task.gen_length,
+                  pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    base = sum(p.numel() for p in ARModel(ARConfig(intermediate_size=1, **values)).parameters()) - 3 * hidden * layers
+    torch.manual_seed(seed)
+    return ARModel(ARConfig(intermediate_size=max(8, round((target - base) / (3 * hidden * layers))), **values))
+
+
+def ar_method(model, task: WalkTask, temperature: float, use_cache: bool = True) -> Method:
+    """A table row: the AR model's ``generate`` (greedy, or Gumbel-max sampling with a seeded generator)."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    from baselines.ar_model import AllowedTokens, GumbelSampling
+
+    letters = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+    letters[FIRST_LETTER:FIRST_LETTER + task.letters] = True
+    config = GenerationConfig(max_new_tokens=task.gen_length, min_new_tokens=task.gen_length, do_sample=False,
+                              use_cache=use_cache, eos_token_id=None, pad_token_id=0, bos_token_id=None)
+
+    def run(prompts: torch.Tensor, seed: int) -> Decoded:
+        processors = LogitsProcessorList([AllowedTokens(letters)])
+        if temperature > 0:
+            processors.append(GumbelSampling(temperature, torch.Generator(prompts.device).manual_seed(seed)))
+        with torch.no_grad():
+            out = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), generation_config=config,
+                                 logits_processor=processors)
+        return Decoded(out[:, prompts.shape[1]:], task.gen_length, float(task.gen_length))
+
+    return run
+
+
+def train_walk(model, task: WalkTask, steps: int, batch: int = 64, lr: float = 3e-3, seed: int = 0,
+               causal: bool = False) -> list[float]:
+    """Masked-diffusion training (complementary-mask ELBO per token; ``causal``: next-token CE); loss per step."""
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -87,10 +127,13 @@ def train_walk(model, task: WalkTask, steps: int, batch: int = 64, lr: float = 3
         seqs = torch.cat([prompts, responses], dim=1).to(device)
         response_mask = torch.zeros_like(seqs, dtype=torch.bool)
         response_mask[:, task.prompt_len:] = True
-        est = estimate_log_likelihood(model_fn_of(model), seqs, response_mask, estimator="complementary",
-                                      mask_seed=seed * 1_000_003 + step, mask_id=model.config.mask_token_id,
-                                      normalize=True)
-        loss = -est.loglik.mean()
+        if causal:
+            loss = model(input_ids=seqs, labels=seqs.masked_fill(~response_mask, -100)).loss
+        else:
+            est = estimate_log_likelihood(model_fn_of(model), seqs, response_mask, estimator="complementary",
+                                          mask_seed=seed * 1_000_003 + step, mask_id=model.config.mask_token_id,
+                                          normalize=True)
+            loss = -est.loglik.mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -127,18 +170,21 @@ def diffusion_method(model, task: WalkTask, **decoding) -> Method:
     return run
 
 
-def prepared_model(task: WalkTask, train_steps: int, seed: int, cache: str | None, device: str = "cpu"):
-    """The tiny model trained for ``train_steps`` (loaded from ``cache`` when it holds that run)."""
-    model = tiny_model(task, seed)
-    path = Path(cache) / f"walk-g{task.gen_length}-l{task.letters}-s{train_steps}-seed{seed}.pt" if cache else None
+def prepared_model(task: WalkTask, train_steps: int, seed: int, cache: str | None, device: str = "cpu",
+                   causal: bool = False):
+    """The tiny model (``causal``: the AR one) trained for ``train_steps`` (loaded from ``cache`` when it holds that run)."""
+    model = tiny_ar_model(task, seed) if causal else tiny_model(task, seed)
+    name = f"{'ar-' if causal else ''}walk-g{task.gen_length}-l{task.letters}-s{train_steps}-seed{seed}.pt"
+    path = Path(cache) / name if cache else None
     if path is not None and path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu"))
         print(f"loaded trained model from {path}")
     elif train_steps:
         started = time.perf_counter()
-        losses = train_walk(model.to(device), task, train_steps, seed=seed)
+        losses = train_walk(model.to(device), task, train_steps, seed=seed, causal=causal)
         print(f"trained {train_steps} steps in {time.perf_counter() - started:.0f}s: loss/token "
-              f"{losses[0]:.3f} -> {sum(losses[-20:]) / len(losses[-20:]):.3f} (complementary ELBO; "
+              f"{losses[0]:.3f} -> {sum(losses[-20:]) / len(losses[-20:]):.3f} "
+              f"({'next-token CE' if causal else 'complementary ELBO'}; "
               f"the walk's entropy is {task.entropy:.3f} nats/token)")
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +195,8 @@ def prepared_model(task: WalkTask, train_steps: int, seed: int, cache: str | Non
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by the rollout and likelihood benches (task, training, cache, threads)."""
     parser.add_argument("--gen-length", type=int, default=32)
-    parser.add_argument("--train-steps", type=int, default=400, help="0 = random init")
-    parser.add_argument("--cache", default=None, help="directory to save/load the trained tiny model")
+    parser.add_argument("--train-steps", type=int, default=600, help="0 = random init")
+    parser.add_argument("--cache", default="runs/bench_cache", help="directory to save/load the trained tiny model ('' = none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription)")
 
@@ -198,8 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     for value in args.threshold:
         methods[f"diffusion, threshold {value}"] = diffusion_method(
             model, task, steps=args.gen_length, threshold=value, **common)
+    ar_model = prepared_model(task, args.train_steps, args.seed, args.cache, args.device, causal=True)
+    methods["autoregressive, KV cache"] = ar_method(ar_model, task, args.temperature)
+    methods["autoregressive, no cache"] = ar_method(ar_model, task, args.temperature, use_cache=False)
     print(f"device={args.device} batch={args.batch} gen_length={args.gen_length} block_length={args.block_length} "
-          f"temperature={args.temperature} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M")
+          f"temperature={args.temperature} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+          f"(autoregressive {sum(p.numel() for p in ar_model.parameters()) / 1e6:.2f}M)")
     print(f"{'method':30s} {'tokens/s':>9s} {'speedup':>8s} {'calls/batch':>12s} {'steps/row':>10s} {'valid':>6s}")
     prompts = task.batch(args.batch, torch.Generator().manual_seed(args.seed + 1))[0].to(args.device)
     baseline = None
