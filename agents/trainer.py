@@ -28,8 +28,8 @@ One step, top to bottom (:meth:`Trainer.train`):
    ``forcing_trigger_frac``, ``loss``, ``loss/pg``, ``loss/sft``, ``loss/kl``, ``nll/text``,
    ``nll/image``, ``grad_norm``, ``tokens_per_s`` (response positions of the step's rows /
    step seconds, all processes), ``time`` (seconds since the run began)); held-out greedy
-   evaluation (``eval/reward/<task>``, ``eval/accuracy/<task>``) at step 0 and every
-   ``eval_every`` steps; checkpoints every ``save_every`` steps and at the end.
+   evaluation (``eval/reward/<task>``, ``eval/accuracy/<task>``) at step 0, every
+   ``eval_every`` steps and at the end (none when ``eval_episodes`` is 0); checkpoints every ``save_every`` steps and at the end.
 
 ``completions/mean_length`` counts the positions the likelihood scores per free rollout row
 (``policy.scored_mask``: an AR policy's tokens up to ``<eos>``; a diffusion response's text
@@ -159,7 +159,7 @@ class Trainer:
         """Run until ``max_steps`` (or global step ``stop_at``); returns the last logged metrics."""
         c, acc = self.config, self.accelerator
         last: dict[str, float] = {}
-        if self.step == 0 and c.eval_every > 0 and c.eval_episodes > 0:
+        if self.step == 0 and c.eval_episodes > 0:  # the 'before' numbers
             self.log.write({"step": 0, **self.evaluate()})
         begin = time.time() - self.elapsed
         bar = tqdm(total=self.total_steps, initial=self.step, desc="lavida train", disable=not acc.is_main_process)
