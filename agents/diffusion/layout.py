@@ -52,13 +52,18 @@ def task_of(observation: dict) -> str:
 
 
 def image_tensor(image: Any, size: int) -> torch.Tensor:
-    """A uint8 (H, W, 3) image as float (3, size, size) in [-1, 1] (nearest resize if needed)."""
+    """A uint8 (H, W, 3) image as float (3, size, size) ``1 - img / 255`` (nearest resize if needed).
+
+    Ink-positive: the white background is 0, so a blank patch embeds to the bias alone and
+    patch embeddings carry content rather than a large constant (with ``img / 255`` the
+    background term dominated and a tiny model learned to ignore the image).
+    """
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"observation image must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
     if img.shape[:2] != (size, size):
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.NEAREST))
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return 1.0 - torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div(255.0)
 
 
 @dataclass(frozen=True)

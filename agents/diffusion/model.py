@@ -9,7 +9,7 @@ attention_mask (B, L) | None) -> MaskedLMOutput(logits (B, L, vocab))``.
 * Understanding path (LLaVA-style): the prompt holds ``num_patches`` copies of the
   ``image_token_id`` placeholder; their embeddings are replaced, in order, by the patch
   embeddings (conv patch-embed + learned patch positions) of ``pixel_values``
-  (floats, normalised to [-1, 1] by the policy).
+  (floats; the policy passes ``1 - image / 255``, background 0).
 * Generation path: generated images are ordinary image-code tokens of the vocabulary.
 * With ``labels`` (-100 = ignore), ``loss`` is the mean cross-entropy on the rest.
 

@@ -16,8 +16,8 @@ Contract (DESIGN sections 4-5): implements :class:`agents.policy.Policy` and
   The fixed ``<boi>``/``<eoi>`` around an image span (template tokens the sampler never
   chooses; text positions may not predict them) are not scored: ``scored_mask``.
 * The model function handed to the sampler and the estimators is
-  ``model_fn(input_ids, attention_mask) -> logits``: rows carry their batch index in two
-  leading, attention-masked tag columns, so the bound images and per-position vocabulary
+  ``model_fn(input_ids, attention_mask) -> logits``: rows carry their batch index in a
+  leading, attention-masked tag column, so the bound images and per-position vocabulary
   constraints follow any subset or reordering of rows. Image-code positions may only
   predict image codes; text positions never predict ``<mask>``, ``<pad>``, ``<image>``,
   ``<boi>``, ``<eoi>`` or image codes.
