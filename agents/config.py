@@ -129,6 +129,7 @@ class TrainConfig:
     # ----- likelihood and loss -------------------------------------------------------
     likelihood: str = _field("complementary", "ELBO estimator (LaViDa-R1: complementary).", choices=LIKELIHOODS)
     likelihood_samples: int = _field(1, "Mask samples (pairs for 'complementary') averaged per estimate.")
+    prompt_mask_prob: float = _field(0.0, "d1's random prompt masking in 'mean_field' passes (d1: 0.15; 0 = off).")
     loss_type: str = _field(
         "sequence",
         help="Normalisation: 'sequence' -(1/N) sum A_i ELBO_i (DESIGN); 'grpo' per-row token mean; 'bnpo'/'dapo' "
@@ -272,6 +273,10 @@ class TrainConfig:
         for name in ("learning_rate", "sft_learning_rate"):
             if not getattr(self, name) > 0:
                 _fail(name, getattr(self, name), "must be > 0")
+        if not 0.0 <= self.prompt_mask_prob < 1.0:
+            _fail("prompt_mask_prob", self.prompt_mask_prob, "must be in [0, 1)")
+        if self.prompt_mask_prob > 0 and self.likelihood != "mean_field":
+            _fail("prompt_mask_prob", self.prompt_mask_prob, "prompt masking is a 'mean_field' option (d1); set 0")
         if not 0.0 <= self.gamma <= 1.0:
             _fail("gamma", self.gamma, "must be in [0, 1]")
         for name in ("sft_weight", "beta", "weight_decay", "max_grad_norm", "epsilon"):

@@ -26,8 +26,8 @@ one trainer, the evaluation and the rewards treat both alike.
   (:meth:`ARPolicy.scored_mask`; 0 elsewhere) under the same vocabulary constraints as
   sampling, with ``logits / T`` when ``T > 0`` (as TRL's GRPOTrainer); for token-level losses
   (:func:`agents.losses.token_grpo_loss`). ``log_likelihood(rollouts, estimator, mask_seed)``
-  is their row sum (B,); ``estimator``, ``mask_seed`` and ``num_samples`` are accepted and
-  ignored (no estimate is needed); ``log_likelihood_terms`` returns both as a
+  is their row sum (B,); ``estimator``, ``mask_seed``, ``num_samples`` and ``prompt_mask_prob``
+  are accepted and ignored (no estimate is needed); ``log_likelihood_terms`` returns both as a
   :class:`agents.diffusion.likelihood.LikelihoodEstimate` (as DiffusionPolicy does). Rows built by :func:`agents.sft.build_sft_batch` work too (their ``<eos>``
   padding after the first ``<eos>`` and the ``<boi>``/``<eoi>`` positions are not scored).
 * ``sft_loss(observations, targets) -> ()``: plain next-token cross-entropy of the reference
@@ -260,13 +260,15 @@ class ARPolicy:
         return F.pad(picked, (1, 0))
 
     def log_likelihood(
-        self, rollouts: Rollouts, estimator: str | None = None, mask_seed: int = 0, num_samples: int = 1
+        self, rollouts: Rollouts, estimator: str | None = None, mask_seed: int = 0, num_samples: int = 1,
+        prompt_mask_prob: float = 0.0,
     ) -> torch.Tensor:
         """Exact log p(response | prompt) per row (B,), with gradients (the estimator arguments are ignored)."""
         return self.token_log_probs(rollouts).sum(-1)
 
     def log_likelihood_terms(
-        self, rollouts: Rollouts, estimator: str | None = None, mask_seed: int = 0, num_samples: int = 1
+        self, rollouts: Rollouts, estimator: str | None = None, mask_seed: int = 0, num_samples: int = 1,
+        prompt_mask_prob: float = 0.0,
     ) -> LikelihoodEstimate:
         """The exact likelihood in DiffusionPolicy.log_likelihood_terms's form: loglik (B,), token_logp (B, L)."""
         token_logp = self.token_log_probs(rollouts)

@@ -16,7 +16,7 @@ PRESETS = {
         "num_generations": 8, "answer_forcing": False, "tree_search": [],
     },
     "d1": {
-        "likelihood": "mean_field", "regularizer": "kl", "beta": 0.04, "gamma": 0.0, "epsilon": 0.5,
+        "likelihood": "mean_field", "prompt_mask_prob": 0.15, "regularizer": "kl", "beta": 0.04, "gamma": 0.0, "epsilon": 0.5,
         "updates_per_batch": 12, "answer_forcing": False, "tree_search": [],
     },
     "unigrpo": {
@@ -58,3 +58,15 @@ def test_ar_grpo_keeps_trl_grpo_names_and_defaults():
     ours = dict(TRL_DEFAULTS, num_iterations=TRL_DEFAULTS["updates_per_batch"])
     for name in ("loss_type", "scale_rewards", "epsilon", "epsilon_high", "num_generations", "num_iterations", "temperature"):
         assert trl[name].default == ours[name], name
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"prompt_mask_prob": 1.0}, r"TrainConfig.prompt_mask_prob=1.0: must be in \[0, 1\)"),
+        ({"likelihood": "complementary"}, r"TrainConfig.prompt_mask_prob=0.15: prompt masking is a 'mean_field' option"),
+    ],
+)
+def test_prompt_masking_is_a_mean_field_option_in_range(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(str(CONFIGS / "d1.yaml"), **overrides)
