@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from evaluation.throughput import record
+
 __all__ = ["main"]
 
 
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'measure':<32}{'per s':>10}{'ms each':>10}{'vs build_problem':>18}")
     for name, rate in rows:
         print(f"{name:<32}{rate:>10.1f}{1000 / rate:>10.3f}{rate / bare:>17.2f}x")
+    for name, rate in rows[:2]:
+        record("envs", f"{args.env.split('/')[-1]} {name.split(' ')[0]}", rate, "/s", rate / bare, "build_problem alone")
     verdict = "meets" if rows[0][1] >= args.target else "BELOW"
     print(f"reset rate {rows[0][1]:.0f}/s {verdict} the target of {args.target:.0f}/s")
     env.close()

@@ -22,6 +22,7 @@ import torch
 from agents.diffusion.likelihood import estimate_log_likelihood
 from agents.diffusion.masking import row_seed
 from evaluation.bench_rollout import WalkTask, add_model_arguments, model_fn_of, prepared_model
+from evaluation.throughput import record
 
 
 def estimator_draws(model, seqs, response, estimator: str, num_samples: int, seeds: range, chunk: int = 1024,
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         reference = draws.get(("random_mask", passes))
         ratio = f"{variance / float(reference.var(dim=0).mean()):.3f}" if reference is not None else "-"
         print(f"{name:20s} {passes:6d} {float(d.mean()):9.3f} {bias:13.3f} {variance:10.3f} {ratio:>14s}")
+        if name == "complementary" and reference is not None:
+            ratio_value = variance / float(reference.var(dim=0).mean())
+            record("likelihood", f"complementary variance, {passes} passes", variance, "", ratio_value, "random_mask")
     if args.grad_seeds:
         grad_seeds = range(args.grad_seeds)
         g_random = gradient_variance(model, seqs, response, "random_mask", 2, grad_seeds)

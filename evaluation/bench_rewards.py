@@ -19,6 +19,7 @@ import logging
 import os
 import time
 
+from evaluation.throughput import record
 from lavida_envs.rewards.math_cases import CASES
 
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raw math-verify loop (1 process): {raw_rate:8.1f} checks/s  accuracy {raw_acc:.3f}")
     print(f"ours math_equal_batch ({workers} workers): {ours_rate:8.1f} checks/s  accuracy {ours_acc:.3f}")
     print(f"ratio ours/raw: speed x{ours_rate / raw_rate:.2f}  accuracy x{ours_acc / max(raw_acc, 1e-9):.3f}")
+    record("rewards", f"math checks/s ({workers} workers)", ours_rate, "/s", ours_rate / raw_rate, "raw math-verify loop")
+    record("rewards", "math accuracy on the case list", ours_acc, "", ours_acc / max(raw_acc, 1e-9), "raw math-verify loop")
     if args.show_misses:
         for name, got in (("raw", raw), ("ours", ours)):
             for (pred, gold, label), value in zip(CASES, got):

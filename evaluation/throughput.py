@@ -1,13 +1,16 @@
 """``lavida bench TARGET``: throughput benchmarks, each printing measured numbers and ratios.
 
 Targets are data: name -> module with ``main(argv) -> int``. ``lavida bench all`` runs
-every available target in turn.
+every available target in turn. Each target also calls :func:`record` for its headline
+numbers, and ``lavida bench`` ends with one table of them: value and ratio to the baseline
+that target measures against (raw math-verify loop, bare render, random_mask, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+from dataclasses import dataclass
 
 #: bench target -> (module, what it measures)
 TARGETS: dict[str, tuple[str, str]] = {
@@ -15,7 +18,37 @@ TARGETS: dict[str, tuple[str, str]] = {
     "envs": ("evaluation.bench_envs", "env reset/s and reset+step/s vs a bare render of the same images"),
     "rollout": ("evaluation.bench_rollout", "sampler tokens/s, default vs threshold decoding (and AR)"),
     "likelihood": ("evaluation.bench_likelihood", "variance of the ELBO estimators at equal forward passes"),
+    "train": ("evaluation.bench_train", "trainer step time and tokens/s, SFT vs RL steps"),
 }
+
+
+@dataclass(frozen=True)
+class Row:
+    """One headline number of a benchmark and its ratio to that benchmark's baseline."""
+
+    bench: str
+    measure: str
+    value: float
+    unit: str
+    ratio: float | None = None
+    versus: str = ""
+
+
+_ROWS: list[Row] = []
+
+
+def record(bench: str, measure: str, value: float, unit: str, ratio: float | None = None, versus: str = "") -> None:
+    """Add a headline number to the summary table ``lavida bench`` prints at the end."""
+    _ROWS.append(Row(bench, measure, float(value), unit, None if ratio is None else float(ratio), versus))
+
+
+def summary_table(rows: list[Row]) -> str:
+    """The recorded rows as one Markdown table."""
+    lines = ["| bench | measure | value | ratio | vs |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
+        lines.append(f"| {r.bench} | {r.measure} | {r.value:,.4g} {r.unit} | {ratio} | {r.versus} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,4 +73,6 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"== bench {name}: {text}")
         status = int(module.main(rest) or 0) or status
+    if _ROWS:
+        print("\n== summary\n" + summary_table(_ROWS))
     return status

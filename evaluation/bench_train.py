@@ -1,0 +1,67 @@
+"""``lavida bench train``: seconds per trainer step and response tokens/s, SFT vs RL steps.
+
+Runs the real trainer (:class:`agents.trainer.Trainer`) on ``configs/demo.yaml`` shrunk by
+the flags below, once in phase ``sft`` and once in phase ``rl`` (same tiny policy, same task
+mix), in a temporary directory, and reads the step times from its ``metrics.jsonl``.
+The first step of each phase is a warm-up and is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from evaluation.throughput import record
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+def _steps(config_path: Path, out: Path, **overrides) -> list[dict]:
+    from agents.config import load_config
+    from agents.trainer import Trainer
+
+    config = load_config(str(config_path), output_dir=str(out), eval_every=0, eval_episodes=0, save_every=0,
+                         **overrides)  # fmt: skip
+    Trainer(config).train()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if "loss" in r]
+
+
+def _step_seconds(rows: list[dict]) -> list[float]:
+    times = [float(r["time"]) for r in rows]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print trainer step times; returns 0."""
+    p = argparse.ArgumentParser(prog="lavida bench train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(CONFIG), help="trainer preset to shrink (default configs/demo.yaml)")
+    p.add_argument("--steps", type=int, default=4, help="steps per phase (the first is warm-up)")
+    p.add_argument("--prompts", type=int, default=2, help="prompts_per_step (RL) and sft_per_step")
+    p.add_argument("--generations", type=int, default=4, help="num_generations per prompt")
+    p.add_argument("--tasks", default="visual_math:1,grounding:1,image_edit:1", help="task mixture")
+    args = p.parse_args(argv)
+    if args.steps < 2:
+        p.error(f"--steps must be >= 2 (one warm-up step), got {args.steps}")
+    common = {"tasks": args.tasks, "sft_per_step": args.prompts, "prompts_per_step": args.prompts,
+              "num_generations": args.generations}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        sft = _steps(Path(args.config), Path(tmp) / "sft", phase="sft", max_steps=args.steps, **common)
+        rl = _steps(Path(args.config), Path(tmp) / "rl", phase="rl", sft_steps=0, max_steps=args.steps, **common)
+    sft_s, rl_s = statistics.median(_step_seconds(sft)), statistics.median(_step_seconds(rl))
+    rl_tokens = statistics.median(float(r.get("tokens_per_s", 0.0)) for r in rl[1:])
+    print(f"config {args.config}  tasks {args.tasks}  {args.prompts} prompts x {args.generations} generations")
+    print(f"{'phase':<6}{'s/step (median)':>18}{'steps timed':>13}")
+    print(f"{'sft':<6}{sft_s:>18.2f}{len(sft) - 1:>13}")
+    print(f"{'rl':<6}{rl_s:>18.2f}{len(rl) - 1:>13}   tokens/s {rl_tokens:.0f}")
+    print(f"RL step / SFT step: x{rl_s / sft_s:.2f}")
+    record("train", "RL step (sample+score+loss+update)", rl_s, "s", rl_s / sft_s, "SFT step")
+    record("train", "RL response tokens/s", rl_tokens, "/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
