@@ -152,3 +152,11 @@ def test_left_padded_rollouts_keep_their_likelihood(policy, observations):
         a = policy.log_likelihood(out, "mean_field", 0)
         b = policy.log_likelihood(wider, "mean_field", 0)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_from_pretrained_applies_decoding_overrides_and_rejects_unknown(policy, tmp_path):
+    policy.save_pretrained(tmp_path)
+    loaded = DiffusionPolicy.from_pretrained(tmp_path, temperature=0.0, steps=policy.decoding.steps)
+    assert loaded.decoding.temperature == 0.0
+    with pytest.raises(ValueError, match="bogus"):
+        DiffusionPolicy.from_pretrained(tmp_path, bogus=1)

@@ -348,22 +348,38 @@ class DiffusionPolicy:
             json.dump(meta, f, indent=2)
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str | torch.device | None = None) -> DiffusionPolicy:
-        """Rebuild a policy written by :meth:`save_pretrained`."""
-        meta_path = os.path.join(path, POLICY_CONFIG)
-        if not os.path.isfile(meta_path):
-            raise FileNotFoundError(f"{meta_path} not found: {path!r} is not a DiffusionPolicy checkpoint")
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        for key in ("decoding", "codec"):
-            if key not in meta:
-                raise ValueError(f"{meta_path}: missing field {key!r}")
-        try:
-            decoding = DecodingConfig(**meta["decoding"])
-        except TypeError as exc:
-            raise ValueError(f"{meta_path}: bad field 'decoding': {exc}") from None
+    def from_pretrained(
+        cls, path: str, device: str | torch.device | None = None, **decoding_overrides: Any
+    ) -> DiffusionPolicy:
+        """Rebuild a policy written by :meth:`save_pretrained` (``decoding_overrides``: e.g. ``temperature=0``)."""
+        meta, decoding = read_policy_meta(path, "DiffusionPolicy", None, decoding_overrides)
         model = DiffusionModel.from_pretrained(path)
         if device is not None:
             model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, codec_from_dict(meta["codec"]), decoding, seed=int(meta.get("seed", 0)))
+
+
+def read_policy_meta(
+    path: str, kind: str, fmt: str | None = None, decoding_overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], DecodingConfig]:
+    """A checkpoint's ``policy_config.json`` and its decoding settings, with overrides applied."""
+    meta_path = os.path.join(path, POLICY_CONFIG)
+    if not os.path.isfile(meta_path):
+        raise FileNotFoundError(f"{meta_path} not found: {path!r} is not a {kind} checkpoint")
+    with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if fmt is not None and meta.get("format") != fmt:
+        raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {fmt!r}; load it with its own class")
+    for key in ("decoding", "codec"):
+        if key not in meta:
+            raise ValueError(f"{meta_path}: missing field {key!r}")
+    unknown = sorted(set(decoding_overrides or {}) - set(DecodingConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown decoding setting(s) {unknown} for {kind}; known: {sorted(DecodingConfig.__dataclass_fields__)}")
+    try:
+        decoding = DecodingConfig(**{**meta["decoding"], **(decoding_overrides or {})})
+    except TypeError as exc:
+        raise ValueError(f"{meta_path}: bad field 'decoding': {exc}") from None
+    decoding.validate()
+    return meta, decoding
