@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars between the stages' own
     demo = {"image_size": 64, "difficulty": "1", "seed": args.seed, "eval_every": 0}
     timings: dict[str, float] = {}
     arms = {  # name -> (preset, checkpoint dirs)
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             "--split", "test", "--episodes", str(budget.episodes), "--batch-size", "8",
             "--seed", str(args.seed), "--name", name, "--out", str(target),
         ]  # fmt: skip
+        if isinstance(spec, Path):  # trained checkpoints: greedy decoding for a deterministic score
+            argv_eval += ["--policy-kwargs", "temperature=0"]
         _stage(f"eval {name}", lambda: _check(evaluate.main(argv_eval), "lavida eval"), timings)  # noqa: B023
     board = out / "leaderboard.md"
     _stage("leaderboard", lambda: _check(leaderboard.main([*eval_dirs, "--out", str(board)]), "lavida leaderboard"), timings)
