@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Throughput benchmarks. Options after TARGET go to that target (try TARGET --help).",
     )
     parser.add_argument("target", choices=[*TARGETS, "all"], help="what to measure")
-    args, rest = parser.parse_known_args(argv)
+    argv = list(argv or [])
+    args = parser.parse_args(argv[:1])  # the target's own flags (and its --help) go to the target
+    rest = argv[1:]
     names = list(TARGETS) if args.target == "all" else [args.target]
     status = 0
     for name in names:
