@@ -28,7 +28,8 @@ one trainer, the evaluation and the rewards treat both alike.
   (:func:`agents.losses.token_grpo_loss`). ``log_likelihood(rollouts, estimator, mask_seed)``
   is their row sum (B,); ``estimator``, ``mask_seed``, ``num_samples`` and ``prompt_mask_prob``
   are accepted and ignored (no estimate is needed); ``log_likelihood_terms`` returns both as a
-  :class:`agents.diffusion.likelihood.LikelihoodEstimate` (as DiffusionPolicy does). Rows built by :func:`agents.sft.build_sft_batch` work too (their ``<eos>``
+  :class:`agents.diffusion.likelihood.LikelihoodEstimate` (as DiffusionPolicy does). Rows built
+  by :func:`agents.sft.build_sft_batch` work too (their ``<eos>``
   padding after the first ``<eos>`` and the ``<boi>``/``<eoi>`` positions are not scored).
 * ``sft_loss(observations, targets) -> ()``: plain next-token cross-entropy of the reference
   responses (mean over scored tokens of the batch).
@@ -100,7 +101,9 @@ class ARPolicy:
         if model.config.vocab_size < len(tokenizer):
             raise ValueError(f"model vocab_size {model.config.vocab_size} < tokenizer size {len(tokenizer)}")
         if model.config.image_token_id != self.ids.image:
-            raise ValueError(f"model config image_token_id={model.config.image_token_id} but the tokenizer's is {self.ids.image}")
+            raise ValueError(
+                f"model config image_token_id={model.config.image_token_id} but the tokenizer's is {self.ids.image}"
+            )
         is_code = torch.zeros(model.config.vocab_size, dtype=torch.bool)
         is_code[self.ids.code_start : self.ids.code_end] = True
         text = ~is_code
@@ -111,7 +114,7 @@ class ARPolicy:
     # ----- construction -------------------------------------------------------------
     @classmethod
     def tiny(cls, seed: int = 0, codec: ImageCodec | None = None, **config: Any) -> ARPolicy:
-        """A freshly initialised small policy (~1.1M parameters, like DiffusionPolicy.tiny); ``config`` overrides model fields."""
+        """A fresh small policy (~1.1M parameters, as DiffusionPolicy.tiny); ``config`` overrides model fields."""
         decoding = config.pop("decoding", None)
         codec = codec if codec is not None else PaletteCodec()
         tokenizer = build_tokenizer(codec.codebook_size)
@@ -165,7 +168,8 @@ class ARPolicy:
         try:
             for layout, rows in batch.groups().items():
                 prompt_ids, attention = batch.group_inputs(rows, self.ids)[:2]
-                out, calls = self._generate_group(prompt_ids[:, 1:], attention[:, 1:], pixel_values[rows], layout, generator)
+                prompt_ids, attention = prompt_ids[:, 1:], attention[:, 1:]  # drop the row-tag column
+                out, calls = self._generate_group(prompt_ids, attention, pixel_values[rows], layout, generator)
                 nfe += calls
                 for k, row in enumerate(rows):
                     responses[row] = out[k].cpu()
@@ -207,7 +211,8 @@ class ARPolicy:
         boi = torch.full((n, 1), self.ids.boi, dtype=torch.long, device=device)
         context = torch.cat([prompt_ids, text, boi], 1)
         attention = torch.cat([attention, torch.ones(n, text.shape[1] + 1, dtype=attention.dtype, device=device)], 1)
-        codes = self._decode(self.model.embed_inputs(context, pixel_values), attention, "code", layout.grid**2, generator)
+        embeds = self.model.embed_inputs(context, pixel_values)
+        codes = self._decode(embeds, attention, "code", layout.grid**2, generator)
         eoi = torch.full((n, 1), self.ids.eoi, dtype=torch.long, device=device)
         return torch.cat([text, boi, codes, eoi], 1), calls + layout.grid**2
 
@@ -303,7 +308,7 @@ class ARPolicy:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}; load it with its own class")
+            raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}; use its own class")
         for key in ("decoding", "codec"):
             if key not in meta:
                 raise ValueError(f"{meta_path}: missing field {key!r}")
