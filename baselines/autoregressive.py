@@ -52,7 +52,7 @@ from transformers import AutoTokenizer, GenerationConfig, LogitsProcessorList, P
 from agents.diffusion.codec import ImageCodec, PaletteCodec, codec_from_dict
 from agents.diffusion.layout import ResponseLayout, decode_response, task_of
 from agents.diffusion.likelihood import LikelihoodEstimate
-from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy
+from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta
 from agents.diffusion.rows import NEG_LOGIT, RowBatch, assemble
 from agents.diffusion.tokenizer import build_tokenizer, special_ids
 from agents.policy import Rollouts, expand_forced
@@ -300,22 +300,9 @@ class ARPolicy:
             json.dump(meta, f, indent=2)
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str | torch.device | None = None) -> ARPolicy:
-        """Rebuild a policy written by :meth:`save_pretrained`."""
-        meta_path = os.path.join(path, POLICY_CONFIG)
-        if not os.path.isfile(meta_path):
-            raise FileNotFoundError(f"{meta_path} not found: {path!r} is not an ARPolicy checkpoint")
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}; use its own class")
-        for key in ("decoding", "codec"):
-            if key not in meta:
-                raise ValueError(f"{meta_path}: missing field {key!r}")
-        try:
-            decoding = DecodingConfig(**meta["decoding"])
-        except TypeError as exc:
-            raise ValueError(f"{meta_path}: bad field 'decoding': {exc}") from None
+    def from_pretrained(cls, path: str, device: str | torch.device | None = None, **decoding_overrides: Any) -> ARPolicy:
+        """Rebuild a policy written by :meth:`save_pretrained` (``decoding_overrides``: e.g. ``temperature=0``)."""
+        meta, decoding = read_policy_meta(path, "ARPolicy", FORMAT, decoding_overrides)
         model = ARModel.from_pretrained(path)
         if device is not None:
             model = model.to(device)
