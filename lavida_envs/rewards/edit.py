@@ -179,9 +179,18 @@ class EditReference:
 
     @classmethod
     def build(
-        cls, source: np.ndarray, target: np.ndarray, region_mask: np.ndarray | None = None, tol: int = DEFAULT_TOL
+        cls,
+        source: np.ndarray,
+        target: np.ndarray,
+        region_mask: np.ndarray | None = None,
+        tol: int = DEFAULT_TOL,
+        background: tuple[int, int, int] | None = None,
     ) -> "EditReference":
-        """Check the (trusted) references and split the pixels; ``ValueError`` on bad inputs."""
+        """Check the (trusted) references and split the pixels; ``ValueError`` on bad inputs.
+
+        ``background``: the source's background colour when known (procedural scenes), else
+        the source's most common colour is used.
+        """
         source = _check_reference("source", source)
         target = _check_reference("target", target)
         if source.shape != target.shape:
@@ -192,7 +201,8 @@ class EditReference:
             if region.shape != source.shape[:2]:
                 raise ValueError(f"region_mask shape {region.shape} != image shape {source.shape[:2]}")
             changed &= region
-        background = _match(source, _dominant_colour(source)[None, None, :], tol)
+        colour = _dominant_colour(source) if background is None else np.asarray(background, dtype=np.uint8)
+        background = _match(source, colour[None, None, :], tol)
         keep = ~changed
         return cls(source, target, changed, keep & ~background, keep & background, int(tol))
 

@@ -49,6 +49,7 @@ from gymnasium import spaces
 from lavida_envs.base import CHARSET, MAX_ACTION_CHARS, Problem, Score, TaskEnv, coerce_text, split_of_key
 from lavida_envs.rewards.edit import CLIPScorer, EditReference, JudgeScorer, coerce_image
 from lavida_envs.rewards.format import format_reward
+from lavida_envs.render import BACKGROUND
 from lavida_envs.scene import render_scene, sample_scene
 from lavida_envs.tasks.edit_ops import OPS, EditSpec, changes_pixels, edit_prompt, region_mask, sample_edit
 
@@ -215,7 +216,8 @@ class ImageEditEnv(TaskEnv):
         source, target = problem.image, problem.meta["target_image"]
         reference = problem.meta.get("_edit_reference")
         if reference is None:  # prepared once per problem: a GRPO group scores it many times
-            reference = EditReference.build(source, target, problem.meta["region_mask"])
+            known = BACKGROUND if problem.source == "procedural" else None  # real photos: most common colour
+            reference = EditReference.build(source, target, problem.meta["region_mask"], background=known)
             problem.meta["_edit_reference"] = reference
         exact = reference.score(output)
         metrics.update(exact.as_metrics())
