@@ -13,7 +13,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = {
     "ar_grpo": {
         "policy": "ar", "regularizer": "kl", "beta": 0.04, "gamma": 0.0, "loss_type": "dapo",
-        "num_generations": 8, "answer_forcing": False, "tree_search": [],
+        "num_generations": 8, "answer_forcing": False, "tree_search": [], "learning_rate": 1e-5,
     },
     "d1": {
         "likelihood": "mean_field", "prompt_mask_prob": 0.15, "regularizer": "kl", "beta": 0.04, "gamma": 0.0, "epsilon": 0.5,
