@@ -226,14 +226,19 @@ class Likelihood:
         return self.scored.sum(1).to(self.loglik.device)
 
 
-def likelihood(policy: Any, rollouts: Rollouts, estimator: str, mask_seed: int, samples: int = 1) -> Likelihood:
-    """The policy's log-likelihood estimate of ``rollouts`` (module docstring)."""
+def likelihood(
+    policy: Any, rollouts: Rollouts, estimator: str, mask_seed: int, samples: int = 1, prompt_mask_prob: float = 0.0
+) -> Likelihood:
+    """The policy's log-likelihood estimate of ``rollouts`` (module docstring); ``prompt_mask_prob``: d1's."""
     scored_mask = getattr(policy, "scored_mask", None)
     scored = (scored_mask(rollouts) if callable(scored_mask) else rollouts.response_mask).to(torch.bool)
     terms = getattr(policy, "log_likelihood_terms", None)
     if callable(terms):
-        estimate = terms(rollouts, estimator, mask_seed, samples)
+        extra = {"prompt_mask_prob": prompt_mask_prob} if prompt_mask_prob else {}
+        estimate = terms(rollouts, estimator, mask_seed, samples, **extra)
         return Likelihood(estimate.loglik, estimate.token_logp, scored)
+    if prompt_mask_prob:
+        raise ValueError(f"prompt_mask_prob={prompt_mask_prob} needs a policy with log_likelihood_terms")
     seeds = [mask_seed] + [derive_seed(mask_seed, k) for k in range(1, samples)]
     loglik = torch.stack([policy.log_likelihood(rollouts, estimator, s) for s in seeds]).mean(0)
     return Likelihood(loglik, None, scored)

@@ -234,7 +234,8 @@ class Trainer:
         """Log-likelihoods (R,) and scored positions per row (R,) of rollout parts (part k: mask seed (seed, k))."""
         lls, counts = [], []
         for k, rollouts in enumerate(parts):
-            result = likelihood(policy, rollouts, self.config.likelihood, derive_seed(seed, k), self.config.likelihood_samples)
+            c = self.config
+            result = likelihood(policy, rollouts, c.likelihood, derive_seed(seed, k), c.likelihood_samples, c.prompt_mask_prob)
             if meter is not None:
                 meter.add(rollouts, result)
             lls.append(result.loglik)

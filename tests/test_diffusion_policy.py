@@ -160,3 +160,25 @@ def test_from_pretrained_applies_decoding_overrides_and_rejects_unknown(policy, 
     assert loaded.decoding.temperature == 0.0
     with pytest.raises(ValueError, match="bogus"):
         DiffusionPolicy.from_pretrained(tmp_path, bogus=1)
+
+
+def test_mean_field_prompt_masking_spares_images_and_the_response(policy, observations, monkeypatch):
+    import agents.diffusion.likelihood as likelihood
+
+    out = policy.rollout(observations, num_samples=1)
+    seen = {}
+    real = likelihood.estimate_log_likelihood
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(likelihood, "estimate_log_likelihood", spy)
+    plain = policy.log_likelihood_terms(out, "mean_field", 5).loglik.detach()
+    masked = policy.log_likelihood_terms(out, "mean_field", 5, prompt_mask_prob=0.5).loglik.detach()
+    assert not torch.equal(plain, masked)
+    keep = seen["prompt_mask_exclude"][:, 1:].cpu()  # drop the tag column
+    assert bool(keep[out.sequences == policy.ids.image].all())
+    assert bool(keep[out.response_mask].all())
+    with pytest.raises(ValueError, match="mean_field"):
+        policy.log_likelihood_terms(out, "complementary", 5, prompt_mask_prob=0.5)

@@ -308,9 +308,18 @@ class DiffusionPolicy:
         return rollouts.response_mask.to(torch.bool) & ~fixed
 
     def log_likelihood_terms(
-        self, rollouts: Rollouts, estimator: str = "complementary", mask_seed: int = 0, num_samples: int = 1
+        self,
+        rollouts: Rollouts,
+        estimator: str = "complementary",
+        mask_seed: int = 0,
+        num_samples: int = 1,
+        prompt_mask_prob: float = 0.0,
     ) -> LikelihoodEstimate:
-        """The full estimate: ``loglik`` (B,) and per-position ``token_logp`` (B, L) aligned with ``rollouts``."""
+        """The full estimate: ``loglik`` (B,) and per-position ``token_logp`` (B, L) aligned with ``rollouts``.
+
+        ``prompt_mask_prob`` (``mean_field`` only, d1): random prompt masking; image
+        placeholders and the response's own template positions are never masked.
+        """
         from agents.diffusion.likelihood import estimate_log_likelihood
 
         if estimator not in ESTIMATORS:
@@ -319,14 +328,16 @@ class DiffusionPolicy:
         code_mask = rollouts.extras.get("code_mask")
         if code_mask is None:
             code_mask = torch.zeros_like(rollouts.response_mask)
-        sequences, attention, response_mask, code_mask = with_tags(
-            rollouts.sequences, rollouts.attention_mask, self.scored_mask(rollouts), code_mask, self.ids
+        keep = (rollouts.sequences == self.ids.image) | rollouts.response_mask.to(torch.bool)
+        sequences, attention, response_mask, code_mask, keep = with_tags(
+            rollouts.sequences, rollouts.attention_mask, self.scored_mask(rollouts), code_mask, keep
         )
         pixel_values = None if rollouts.pixel_values is None else rollouts.pixel_values.to(device)
         model_fn = tagged_model_fn(self.model, pixel_values, code_mask.to(device), response_mask.to(device), self.ids)
         estimate = estimate_log_likelihood(
             model_fn, sequences.to(device), response_mask.to(device), estimator=estimator,
             mask_seed=mask_seed, mask_id=self.ids.mask, attention_mask=attention.to(device), num_samples=num_samples,
+            prompt_mask_prob=prompt_mask_prob, prompt_mask_exclude=keep.to(device),
         )  # fmt: skip
         estimate.token_logp, estimate.scored_count = estimate.token_logp[:, 1:], estimate.scored_count[:, 1:]
         return estimate

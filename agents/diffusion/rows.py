@@ -106,19 +106,12 @@ def assemble(
     )
 
 
-def with_tags(
-    sequences: torch.Tensor, attention: torch.Tensor, response_mask: torch.Tensor, code_mask: torch.Tensor, ids: SpecialIds
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The four (B, L) tensors with a leading tag column (row index, unattended, not response)."""
+def with_tags(sequences: torch.Tensor, attention: torch.Tensor, *masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``sequences``, ``attention`` and each bool (B, L) mask with a leading tag column (row index, unattended, False)."""
     n = sequences.shape[0]
     tags = torch.arange(n, dtype=torch.long, device=sequences.device)[:, None]
     false = torch.zeros(n, 1, dtype=torch.bool, device=sequences.device)
-    return (
-        torch.cat([tags, sequences], 1),
-        torch.cat([false, attention.bool()], 1),
-        torch.cat([false, response_mask.bool()], 1),
-        torch.cat([false, code_mask.bool()], 1),
-    )
+    return (torch.cat([tags, sequences], 1), *(torch.cat([false, m.bool()], 1) for m in (attention, *masks)))
 
 
 def tagged_model_fn(
