@@ -190,7 +190,8 @@ class Trainer:
             if c.save_every and self.step % c.save_every == 0 or self.step == self.total_steps:
                 self.save(checkpoint_dir(c.output_dir, self.step))
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}", reward=f"{metrics.get('reward', float('nan')):.3f}")
+            shown = {k: f"{metrics[k]:.3f}" for k in ("loss", "reward") if math.isfinite(metrics.get(k, math.nan))}
+            bar.set_postfix(shown)  # SFT steps have no reward
             last = metrics
         bar.close()
         if self.step == self.total_steps:
