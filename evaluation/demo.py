@@ -18,6 +18,7 @@ the same command scales up; the configs in ``configs/`` hold everything else.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class Budget:
     episodes: int
 
 
-FULL = Budget(sft_steps=300, rl_steps=30, episodes=60)
+FULL = Budget(sft_steps=800, rl_steps=20, episodes=60)
 QUICK = Budget(sft_steps=20, rl_steps=3, episodes=12)
 
 
@@ -74,6 +75,8 @@ def _train(config_file: str, out: Path, **overrides) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run lavida demo from a source checkout (pip install -e .)")
     config = load_config(str(path), output_dir=str(out), **overrides)
+    if config.phase == "sft":  # the preset's learning_rate is its RL rate; a warm start uses sft_learning_rate
+        config = dataclasses.replace(config, learning_rate=config.sft_learning_rate).validate()
     Trainer(config).train()
 
 
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the stages' own
-    demo = {"image_size": 64, "difficulty": "1", "seed": args.seed, "eval_every": 0}
+    demo = {"image_size": 64, "difficulty": "1", "seed": args.seed, "eval_every": 0, "eval_episodes": 0}
     timings: dict[str, float] = {}
     arms = {  # name -> (preset, checkpoint dirs)
         "diffusion": ("demo.yaml", out / "diffusion_sft", out / "lavida_r1"),
