@@ -77,6 +77,7 @@ class ARPolicy:
     pixel_values = DiffusionPolicy.pixel_values
     act = DiffusionPolicy.act
     device = DiffusionPolicy.device
+    _setup = DiffusionPolicy._setup
 
     def __init__(
         self,
@@ -86,24 +87,7 @@ class ARPolicy:
         decoding: DecodingConfig | None = None,
         seed: int = 0,
     ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.codec = codec if codec is not None else PaletteCodec()
-        self.decoding = (decoding or DecodingConfig()).validate()
-        self.seed = int(seed)
-        self.ids = special_ids(tokenizer)
-        self._prompt_cache: dict[str, list[int]] = {}
-        if self.ids.codebook_size != self.codec.codebook_size:
-            raise ValueError(
-                f"tokenizer has {self.ids.codebook_size} image-code tokens but the codec's codebook has "
-                f"{self.codec.codebook_size}; build the tokenizer with build_tokenizer(codec.codebook_size)"
-            )
-        if model.config.vocab_size < len(tokenizer):
-            raise ValueError(f"model vocab_size {model.config.vocab_size} < tokenizer size {len(tokenizer)}")
-        if model.config.image_token_id != self.ids.image:
-            raise ValueError(
-                f"model config image_token_id={model.config.image_token_id} but the tokenizer's is {self.ids.image}"
-            )
+        self._setup(model, tokenizer, codec, decoding, seed, token_fields=("image",))
         is_code = torch.zeros(model.config.vocab_size, dtype=torch.bool)
         is_code[self.ids.code_start : self.ids.code_end] = True
         text = ~is_code

@@ -111,6 +111,10 @@ class DiffusionPolicy:
         decoding: DecodingConfig | None = None,
         seed: int = 0,
     ) -> None:
+        self._setup(model, tokenizer, codec, decoding, seed, token_fields=("mask", "image"))
+
+    def _setup(self, model, tokenizer, codec, decoding, seed, token_fields: tuple[str, ...]) -> None:
+        """Store the parts and check tokenizer, codec and model config agree (shared with ARPolicy)."""
         self.model = model
         self.tokenizer = tokenizer
         self.codec = codec if codec is not None else PaletteCodec()
@@ -125,8 +129,8 @@ class DiffusionPolicy:
             )
         if model.config.vocab_size < len(tokenizer):
             raise ValueError(f"model vocab_size {model.config.vocab_size} < tokenizer size {len(tokenizer)}")
-        for name, value in (("mask", self.ids.mask), ("image", self.ids.image)):
-            config_value = getattr(model.config, f"{name}_token_id")
+        for name in token_fields:
+            value, config_value = getattr(self.ids, name), getattr(model.config, f"{name}_token_id")
             if config_value != value:
                 raise ValueError(f"model config {name}_token_id={config_value} but the tokenizer's is {value}")
 
