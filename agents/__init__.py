@@ -6,7 +6,7 @@ Exports are lazy, so ``import agents`` stays cheap (torch and transformers load 
 
 from __future__ import annotations
 
-from agents._lazy import lazy_getattr
+from lavida_envs._lazy import lazy_getattr
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {

@@ -8,7 +8,7 @@ Exports are lazy, so ``import baselines`` stays cheap (torch/transformers load o
 
 from __future__ import annotations
 
-from agents._lazy import lazy_getattr
+from lavida_envs._lazy import lazy_getattr
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from agents._lazy import lazy_getattr
+from lavida_envs._lazy import lazy_getattr
 
 __all__ = [
     "HFCausalLMPolicy",

@@ -5,7 +5,7 @@ Exports are lazy (``from agents.diffusion import DiffusionPolicy`` loads only wh
 
 from __future__ import annotations
 
-from agents._lazy import lazy_getattr
+from lavida_envs._lazy import lazy_getattr
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
