@@ -16,6 +16,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import lavida_envs  # noqa: F401  (registers the ids)
+from lavida_envs.base import split_of_key
 from lavida_envs.tasks.visual_math import VisualMathEnv
 
 ENV_ID = "LaViDa/VisualMath-v0"
@@ -118,7 +119,10 @@ def test_train_and_test_never_overlap_on_10000_draws():
     assert not train_content & test_content
     level1 = VisualMathEnv(split="test", difficulty=1, image_size=32)
     held_out = {level1.problem(i).key for i in range(300)}
-    assert 10 <= len(held_out) <= 35 and not held_out & train_keys  # ~20 of 100 sums held out
+    assert len(held_out) > 250 and not held_out & train_keys  # operand pairs never seen in training
+    pairs = [f"arith|{('+', a, b)!r}" for a in range(10, 100) for b in range(10, 100)]
+    assert held_out <= set(pairs)
+    assert 0.18 < sum(split_of_key(key) == "test" for key in pairs) / len(pairs) < 0.22  # ~20% of 8,100 sums
 
 
 def _hostile_actions(marker: str) -> list:

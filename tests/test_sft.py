@@ -19,7 +19,7 @@ _TINY = DiffusionPolicy.tiny  # bound before any test patches it
 
 
 def tiny_policy() -> DiffusionPolicy:
-    decoding = DecodingConfig(gen_length=24, steps=8, block_length=8, task_gen_length={"image_edit": 8})
+    decoding = DecodingConfig(gen_length=32, steps=8, block_length=8, task_gen_length={"image_edit": 8})
     return _TINY(
         seed=0, codec=PaletteCodec(grid=4, image_size=32), decoding=decoding,
         hidden_size=32, num_layers=1, num_heads=2, image_size=32, patch_size=16,
@@ -43,7 +43,7 @@ def test_sft_batch_holds_targets_with_eos_padding_and_image_codes():
     batch = build_sft_batch(policy, [math_obs, edit_obs], [math_target, edit_target])
     ids = policy.ids
     math_resp = batch.sequences[0][batch.response_mask[0]].tolist()
-    assert len(math_resp) == 24 and math_resp[-1] == ids.eos
+    assert len(math_resp) == 32 and math_resp[-1] == ids.eos
     assert policy.tokenizer.decode(math_resp, skip_special_tokens=True) == math_target
     edit_resp = batch.sequences[1][batch.response_mask[1]].tolist()
     assert edit_resp[8] == ids.boi and edit_resp[-1] == ids.eoi and len(edit_resp) == 8 + 16 + 2
@@ -64,9 +64,9 @@ def test_sft_loss_is_finite_and_a_tiny_run_lowers_it():
             return float(np.mean([sft_loss(policy, batch, "complementary", seed).item() for seed in range(4)]))
 
     before = held_out_loss()
-    cfg = train_sft(policy, examples, SFTConfig(steps=25, batch_size=8, lr=3e-3, warmup=3, seed=0))
+    cfg = train_sft(policy, examples, SFTConfig(steps=40, batch_size=8, lr=3e-3, warmup=3, seed=0))
     after = held_out_loss()
-    assert len(cfg.history) == 25 and all(np.isfinite(h["loss"]) for h in cfg.history)
+    assert len(cfg.history) == 40 and all(np.isfinite(h["loss"]) for h in cfg.history)
     assert after < 0.6 * before, (before, after)
 
 
@@ -80,4 +80,4 @@ def test_lavida_train_sft_cli_writes_checkpoint_and_logs(tmp_path, monkeypatch):
     assert summary["steps_done"] == 2 and summary["eval"][0]["episodes"] == 2
     assert "test_images_equal_to_a_train_image" in summary["eval"][0]
     assert len((out / "sft_log.jsonl").read_text().splitlines()) == 2
-    assert DiffusionPolicy.from_pretrained(out).decoding.gen_length == 24
+    assert DiffusionPolicy.from_pretrained(out).decoding.gen_length == 32

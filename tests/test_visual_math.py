@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lavida_envs.render import ALL_COLORS
-from lavida_envs.tasks.math_arith import arith_spec, expr_tokens, fraction_spec
+from lavida_envs.tasks.math_arith import arith_spec, column_spec, expr_tokens, fraction_spec
 from lavida_envs.tasks.math_charts import chart_spec
 from lavida_envs.tasks.math_families import FAMILIES, LEVEL_MIX, build_spec, draw_draft, draw_spec, make_multiple_choice
 from lavida_envs.tasks.math_geometry import angles_spec, circle_spec, right_spec
@@ -94,20 +94,33 @@ def test_every_level_and_mixed_generate_the_planned_families():
 def test_level_one_uses_fixed_slots_and_prompt_has_no_numbers():
     env = VisualMathEnv(difficulty=1, image_size=128)
     by_key: dict[str, np.ndarray] = {}
-    slot0: dict[str, np.ndarray] = {}
-    for index in range(120):
+    top_row: dict[int, np.ndarray] = {}  # the first operand's row depends on a only
+    ones: dict[tuple[int, int], np.ndarray] = {}  # the ones column depends on the two ones digits only
+    for index in range(400):
         problem = env.problem(index)
         assert not re.search(r"\d", problem.prompt), problem.prompt
         _, a, b = problem.meta["content"]
-        assert a < 10 and b < 10 and problem.answer == str(a + b)
+        assert 10 <= a < 100 and 10 <= b < 100 and problem.answer == str(a + b)
         if problem.key in by_key:  # same operands -> same pixels, whatever the index
             assert np.array_equal(by_key[problem.key], problem.image)
         by_key[problem.key] = problem.image
-        first = problem.image[:, : int(0.23 * 128)]  # the first operand's slot
-        if str(a) in slot0:
-            assert np.array_equal(slot0[str(a)], first)
-        slot0[str(a)] = first
-    assert len(by_key) > 10 and len(slot0) >= 8
+        for store, slot, pixels in ((top_row, a, problem.image[:60]), (ones, (a % 10, b % 10), problem.image[:, 72:])):
+            if slot in store:
+                assert np.array_equal(store[slot], pixels), slot
+            store[slot] = pixels
+    assert len(by_key) > 300 and len(top_row) >= 80 and len(ones) >= 90
+
+
+def test_level_one_solution_adds_column_by_column_with_the_carry():
+    env = VisualMathEnv(difficulty=1, image_size=64)
+    for problem in map(env.problem, range(200)):
+        _, a, b = problem.meta["content"]
+        solution = problem.solution
+        ones, tens = a % 10 + b % 10, a // 10 + b // 10 + (a % 10 + b % 10) // 10
+        expected = f"<think>{a % 10}+{b % 10}={ones}. {a // 10}+{b // 10}+{ones // 10}={tens}.</think>"
+        assert solution == f"{expected}<answer>{a + b}</answer>"
+    spec = column_spec(("+", 47, 35))
+    assert spec.solution == "<think>7+5=12. 4+3+1=8.</think><answer>82</answer>"
 
 
 def test_level_two_jitters_the_same_sums():

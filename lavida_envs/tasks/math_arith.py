@@ -1,7 +1,9 @@
 """Arithmetic-expression and fraction families of VisualMath.
 
 ``arith`` content is an expression tree ``(op, left, right)`` over ints, shown as one line
-(``7 + 5 = ?``, ``(3 + 4) × 5 − 6 = ?``); level 1 draws ``a + b = ?`` at fixed glyph slots.
+(``17 + 25 = ?``, ``(3 + 4) × 5 − 6 = ?``). Levels 1-2 are two-digit sums ``a + b`` drawn as a
+column addition (``a`` above ``b``, digits aligned), solved column by column with the carry:
+at level 1 every digit sits on fixed pixels, level 2 jitters the block's position and size.
 ``fraction`` content is ``(op, a, b, c, d)`` for ``a/b op c/d``, shown stacked; the gold is
 reduced (``\\frac{7}{12}`` or an integer).
 """
@@ -15,11 +17,11 @@ from fractions import Fraction
 import numpy as np
 import sympy
 
-from lavida_envs.render import new_canvas, to_array
-from lavida_envs.tasks.math_draw import Frac, draw_line_of_items, fit_size, jitter
+from lavida_envs.render import INK, new_canvas, to_array
+from lavida_envs.tasks.math_draw import Frac, draw_label, draw_line_of_items, fit_size, jitter
 from lavida_envs.tasks.math_spec import Family, MathSpec, frac_latex, layout_jitter, pick_distractors
 
-__all__ = ["ARITH", "FRACTION", "arith_spec", "expr_tokens", "expr_value", "fraction_spec"]
+__all__ = ["ARITH", "FRACTION", "arith_spec", "build_arith", "column_spec", "expr_tokens", "expr_value", "fraction_spec"]
 
 _ASCII = {"+": "+", "−": "-", "×": "*", "÷": "/"}
 _PREC = {"+": 1, "−": 1, "×": 2, "÷": 2}
@@ -80,7 +82,7 @@ def _flat_tree(nums: list[int], ops: list[str]):
 
 def _arith_tree(rng: random.Random, level: int):
     if level <= 2:
-        return ("+", rng.randrange(10), rng.randrange(10))
+        return ("+", rng.randint(10, 99), rng.randint(10, 99))
     if level == 3:
         op = rng.choice("+−×")
         if op == "×":
@@ -118,6 +120,20 @@ def arith_spec(tree, restate: bool = False) -> MathSpec:
     return MathSpec("arith", tree, ARITH_QUESTION, answer, tuple(steps), "number")
 
 
+def column_spec(tree) -> MathSpec:
+    """The spec of a two-digit sum ``("+", a, b)`` solved column by column (ones, then tens + carry)."""
+    _, a, b = tree
+    ones = a % 10 + b % 10
+    tens = a // 10 + b // 10 + ones // 10
+    steps = (f"{a % 10}+{b % 10}={ones}.", f"{a // 10}+{b // 10}+{ones // 10}={tens}.")
+    return MathSpec("arith", tree, ARITH_QUESTION, str(a + b), steps, "number")
+
+
+def build_arith(tree, rng: random.Random, level: int) -> MathSpec:
+    """Column steps for levels 1-2; step-by-step evaluation (restating the expression) from level 3."""
+    return column_spec(tree) if level <= 2 else arith_spec(tree, restate=level >= 3)
+
+
 def verify_arith(spec: MathSpec) -> None:
     """Re-evaluate the expression with sympy and compare to the gold."""
     value = _sympy_value(spec.content)  # sympy evaluates integer arithmetic exactly
@@ -135,15 +151,30 @@ def _glue(tokens: list[str]) -> list[str]:
     return out
 
 
+def render_column(spec: MathSpec, rng: random.Random, size: int, level: int) -> np.ndarray:
+    """``a`` above ``+ b`` with digits in fixed columns and a rule below (level 2: jittered block)."""
+    img, draw = new_canvas(size)
+    _, a, b = spec.content
+    pos, scale = layout_jitter(level)
+    font = round(0.3 * size * (1 + jitter(rng, scale)))
+    cx = min(max(size * (0.55 + jitter(rng, pos)), 1.75 * font), size - 0.85 * font)  # whole block inside
+    top = min(size * (0.33 + jitter(rng, pos)), 0.95 * size - 1.8 * font)  # keep the rule inside
+    rows = ((top, f"{a:2d}", " "), (top + 1.1 * font, f"{b:2d}", "+"))
+    for cy, digits, sign in rows:
+        for text, x in ((sign, cx - 1.3 * font), (digits[0], cx - 0.4 * font), (digits[1], cx + 0.4 * font)):
+            if text.strip():
+                draw_label(draw, text, x, cy, font)
+    rule_y = round(top + 1.75 * font)
+    draw.line([(round(cx - 1.7 * font), rule_y), (round(cx + 0.8 * font), rule_y)], fill=INK, width=max(1, font // 12))
+    return to_array(img)
+
+
 def render_arith(spec: MathSpec, rng: random.Random, size: int, level: int) -> np.ndarray:
-    """``a + b = ?`` at fixed slots for level 1, else one jittered, fitted line."""
+    """Column addition for levels 1-2, else one jittered, fitted line ``expr = ?``."""
+    if level <= 2:
+        return render_column(spec, rng, size, level)
     img, draw = new_canvas(size)
     items = [*expr_tokens(spec.content), "=", "?"]
-    if level == 1:  # fixed slots, fixed large font: the same digit is always on the same pixels
-        font = round(0.25 * size)
-        for i, item in enumerate(items):
-            draw_line_of_items(draw, [item], size * (0.14 + 0.18 * i), 0.6 * size, font, 0)
-        return to_array(img)
     pos, scale = layout_jitter(level)
     font = round(0.25 * size * (1 + jitter(rng, scale)))
     lines = [items] if level <= 3 else [_glue(items[:-2]), items[-2:]]  # "= ?" on its own line
@@ -230,6 +261,6 @@ def render_fraction(spec: MathSpec, rng: random.Random, size: int, level: int) -
     return to_array(img)
 
 
-ARITH = Family("arith", draw_arith, lambda c, rng, level: arith_spec(c, restate=level >= 3), render_arith, verify_arith)
+ARITH = Family("arith", draw_arith, build_arith, render_arith, verify_arith)
 FRACTION = Family("fraction", draw_fraction, lambda c, rng, level: fraction_spec(c, rng), render_fraction,
                   verify_fraction, multiple_choice=True)
