@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("agents.trainer", "train a policy (--phase sft | rl, --config FILE.yaml)"),
     "eval": ("evaluation.evaluate", "evaluate a policy spec on an env id, write results.json"),
     "leaderboard": ("evaluation.leaderboard", "merge results dirs into a Markdown/CSV/PNG leaderboard"),
+    "ablate": ("evaluation.ablate", "run the ablation presets over seeds from one SFT start, table with 95% CIs"),
     "bench": ("evaluation.throughput", "throughput benchmarks: rewards, envs, rollout, likelihood, train"),
 }
 

@@ -22,6 +22,7 @@ ABLATIONS = {
     "ablate_single_task_visual_math": {"tasks": {"visual_math": 1.0}},
     "ablate_single_task_grounding": {"tasks": {"grounding": 1.0}},
     "ablate_single_task_image_edit": {"tasks": {"image_edit": 1.0}},
+    "ablate_single_task_image_edit_no_tree": {"tasks": {"image_edit": 1.0}, "tree_search": [], "num_generations": 8},
 }
 
 

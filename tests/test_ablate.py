@@ -1,0 +1,67 @@
+"""lavida ablate: presets x seeds from one SFT start, table of means with t-intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+from evaluation import ablate
+from evaluation.ablation_table import mean_ci, run_numbers
+
+sys.path.insert(0, os.path.dirname(__file__))
+from trainer_tiny import tiny_policy  # noqa: E402
+
+TINY_RUN = [
+    "image_size=32", "steps=4", "prompts_per_step=1", "sft_per_step=2", "num_generations=2",
+    'task_decoding={"visual_math": {"gen_length": 16}, "grounding": {"gen_length": 16}, "image_edit": {"gen_length": 8}}',
+]  # fmt: skip
+
+
+def test_mean_ci_is_the_student_t_interval():
+    ci = mean_ci([1.0, 2.0, 3.0])
+    assert ci["mean"] == 2.0 and ci["n"] == 3
+    assert ci["half"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, 2) * s / sqrt(n), s = 1
+    assert mean_ci([float("nan"), 5.0])["n"] == 1 and mean_ci([])["mean"] is None
+
+
+def test_run_numbers_reads_before_after_and_step_means(tmp_path):
+    rows = [
+        {"step": 0, "eval/reward": 0.2, "eval/reward/visual_math": 0.2},
+        {"step": 1, "loss": 1.0, "reward": 0.1, "frac_reward_zero_std": 1.0, "grad_norm": 2.0, "time": 3.0},
+        {"step": 2, "loss": 0.5, "reward": 0.3, "frac_reward_zero_std": 0.5, "grad_norm": 4.0, "skipped": 1.0,
+         "collapse_alarm": 1.0, "time": 7.0, "eval/reward": 0.5, "eval/reward/visual_math": 0.5},
+    ]  # fmt: skip
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in rows))
+    n = run_numbers(log)
+    assert n["before/eval/reward"] == 0.2 and n["after/eval/reward/visual_math"] == 0.5
+    assert n["delta/eval/reward"] == pytest.approx(0.3) and n["reward"] == pytest.approx(0.2)
+    assert n["frac_reward_zero_std"] == 0.75 and n["max_grad_norm"] == 4.0
+    assert (n["skipped"], n["collapse_alarm"], n["time"]) == (1.0, 1.0, 7.0)
+
+
+def test_ablate_runs_every_preset_and_seed_from_one_start_and_resumes(tmp_path, capsys):
+    init = tmp_path / "init"
+    tiny_policy().save_pretrained(init)
+    out = tmp_path / "sweep"
+    argv = ["--presets", "demo", "ablate_no_forcing", "--seeds", "0", "1", "--init-from", str(init), "--rl-steps", "1",
+            "--eval-episodes", "2", "--jobs", "2", "--out", str(out), "--set", *TINY_RUN]  # fmt: skip
+    assert ablate.main(argv) == 0, capsys.readouterr()
+    table = json.loads((out / "ablation.json").read_text())["table"]
+    assert set(table) == {"demo", "ablate_no_forcing"}
+    for row in table.values():
+        assert row["runs"]["n"] == 2 and row["after/eval/reward"]["n"] == 2
+        assert row["before/eval/reward"]["half"] == pytest.approx(0.0)  # same start, greedy evaluation
+    assert table["ablate_no_forcing"]["forced_frac"]["mean"] == 0.0
+    assert "| demo |" in (out / "ablation.md").read_text() and (out / "ablation.csv").is_file()
+    capsys.readouterr()
+    assert ablate.main(argv) == 0 and "0 runs to do" in capsys.readouterr().out  # finished runs are kept
+
+
+def test_ablate_names_an_unknown_preset(tmp_path, capsys):
+    assert ablate.main(["--presets", "ablate_nope", "--out", str(tmp_path)]) == 2
+    assert "ablate_nope" in capsys.readouterr().err
