@@ -1,8 +1,8 @@
 """Arithmetic-expression and fraction families of VisualMath.
 
 ``arith`` content is an expression tree ``(op, left, right)`` over ints, shown as one line
-(``17 + 25 = ?``, ``(3 + 4) × 5 − 6 = ?``). Levels 1-2 are two-digit sums ``a + b`` drawn as a
-column addition (``a`` above ``b``, digits aligned), solved column by column with the carry:
+(``17 + 25 = ?``, ``(3 + 4) × 5 − 6 = ?``). Levels 1-2 are carry-free two-digit sums ``a + b``
+drawn as a column addition (``a`` above ``b``, digits aligned), solved column by column:
 at level 1 every digit sits on fixed pixels, level 2 jitters the block's position and size.
 ``fraction`` content is ``(op, a, b, c, d)`` for ``a/b op c/d``, shown stacked; the gold is
 reduced (``\\frac{7}{12}`` or an integer).
@@ -23,6 +23,9 @@ from lavida_envs.tasks.math_spec import Family, MathSpec, frac_latex, layout_jit
 
 __all__ = ["ARITH", "FRACTION", "arith_spec", "build_arith", "column_spec", "expr_tokens", "expr_value", "fraction_spec"]
 
+#: Digit pairs whose sum is one digit: the ones (0-9) and tens (1-9) columns of levels 1-2.
+_NO_CARRY_ONES = [(x, y) for x in range(10) for y in range(10) if x + y <= 9]
+_NO_CARRY_TENS = [(x, y) for x in range(1, 10) for y in range(1, 10) if x + y <= 9]
 _ASCII = {"+": "+", "−": "-", "×": "*", "÷": "/"}
 _PREC = {"+": 1, "−": 1, "×": 2, "÷": 2}
 _FRAC_GOLD = re.compile(r"(?P<sign>-?)(?:\\frac\{(?P<p>\d+)\}\{(?P<q>\d+)\}|(?P<int>\d+))")
@@ -81,8 +84,10 @@ def _flat_tree(nums: list[int], ops: list[str]):
 
 
 def _arith_tree(rng: random.Random, level: int):
-    if level <= 2:
-        return ("+", rng.randint(10, 99), rng.randint(10, 99))
+    if level <= 2:  # two-digit + two-digit without a carry: every column sum is one digit
+        ones = rng.choice(_NO_CARRY_ONES)
+        tens = rng.choice(_NO_CARRY_TENS)
+        return ("+", 10 * tens[0] + ones[0], 10 * tens[1] + ones[1])
     if level == 3:
         op = rng.choice("+−×")
         if op == "×":
@@ -121,16 +126,17 @@ def arith_spec(tree, restate: bool = False) -> MathSpec:
 
 
 def column_spec(tree) -> MathSpec:
-    """The spec of a two-digit sum ``("+", a, b)`` solved column by column (ones, then tens + carry)."""
+    """The spec of a carry-free two-digit sum ``("+", a, b)`` solved column by column (ones, then tens)."""
     _, a, b = tree
-    ones = a % 10 + b % 10
-    tens = a // 10 + b // 10 + ones // 10
-    steps = (f"{a % 10}+{b % 10}={ones}.", f"{a // 10}+{b // 10}+{ones // 10}={tens}.")
+    ones, tens = a % 10 + b % 10, a // 10 + b // 10
+    if ones > 9 or tens > 9:
+        raise ValueError(f"{a} + {b} needs a carry; levels 1-2 draw carry-free sums")
+    steps = (f"{a % 10}+{b % 10}={ones}.", f"{a // 10}+{b // 10}={tens}.")
     return MathSpec("arith", tree, ARITH_QUESTION, str(a + b), steps, "number")
 
 
 def build_arith(tree, rng: random.Random, level: int) -> MathSpec:
-    """Column steps for levels 1-2; step-by-step evaluation (restating the expression) from level 3."""
+    """Column steps for levels 1-2 (carry-free); step-by-step evaluation (restating the expression) from level 3."""
     return column_spec(tree) if level <= 2 else arith_spec(tree, restate=level >= 3)
 
 

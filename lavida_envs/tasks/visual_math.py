@@ -20,12 +20,13 @@ our own drawn values and re-derived with sympy when the problem is built.
 
 Levels (``difficulty=1..5`` or ``"mixed"``, one level per index):
 
-1. Two-digit sums ``a + b`` drawn as a column addition at FIXED glyph slots in a fixed large
-   font: each digit is on the same pixels every time, no jitter. Key = the operand pair, so
-   the ~20% of the 8,100 pairs hashed to test are never seen in training, while every
-   column fact (``7+5=12``) is. The reference solution adds column by column with the carry
-   (``<think>7+5=12. 4+3+1=8.</think><answer>82</answer>``), so a small model can generalise
-   to held-out pairs.
+1. Carry-free two-digit sums ``a + b`` (every column sums to one digit: 1,980 operand pairs)
+   drawn as a column addition at FIXED glyph slots in a fixed large font: each digit is on
+   the same pixels every time, no jitter. Key = the operand pair, so the ~20% of pairs
+   hashed to test are never seen in training, while every column fact (``4+3=7``) is. The
+   reference solution adds column by column
+   (``<think>2+5=7. 4+3=7.</think><answer>77</answer>``), so a small model can generalise to
+   held-out pairs. Sums with carries start at level 3.
 2. The same sums (same keys, so the same split) with the block's position and font size
    jittered: layout jitter is the step from level 1 to level 2.
 3. Two-digit ``+ −`` and ``×`` up to 12; like-denominator fractions; triangle angles in
