@@ -44,6 +44,7 @@ __all__ = [
     "num_sides",
     "place_shape",
     "render_scene",
+    "sample_grid_scene",
     "sample_scene",
     "scene_mask",
     "shape_box",
@@ -193,6 +194,21 @@ def place_shape(
             if can_place(shapes, cand, gap, margin):  # the exact check, once
                 return cand
     return None
+
+
+def sample_grid_scene(rng: random.Random, n_min: int, n_max: int, grid: int, size: float,
+                      kinds: Sequence[str] = KINDS, colors: Sequence[str] = COLORS) -> Scene:
+    """``n_min..n_max`` shapes of one ``size`` centred in distinct cells of a ``grid x grid`` layout."""
+    if not 1 <= n_min <= n_max <= grid * grid:
+        raise ValueError(f"need 1 <= n_min <= n_max <= {grid * grid} cells, got n_min={n_min}, n_max={n_max}")
+    cells = rng.sample(range(grid * grid), rng.randint(n_min, n_max))
+    shapes = tuple(Shape(rng.choice(kinds), rng.choice(colors), size, _q((c % grid + 0.5) / grid),
+                         _q((c // grid + 0.5) / grid)) for c in cells)  # fmt: skip
+    scene = Scene(shapes)
+    for i, shape in enumerate(shapes):  # the layout must obey the same separation as random scenes
+        if not can_place(shapes[:i] + shapes[i + 1 :], shape):
+            raise ValueError(f"size {size} does not fit a {grid}x{grid} grid with gap {GAP} and margin {MARGIN}")
+    return scene
 
 
 def sample_scene(

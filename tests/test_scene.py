@@ -17,6 +17,7 @@ from lavida_envs.scene import (
     num_sides,
     place_shape,
     render_scene,
+    sample_grid_scene,
     sample_scene,
     scene_mask,
     shape_box,
@@ -104,3 +105,16 @@ def test_place_shape_respects_existing_shapes_and_scene_edits():
     assert s.replace(0, new)[0] == new
     # a shape filling the image cannot be placed next to anything
     assert place_shape(rng, s.shapes, "circle", "red", 0.45) is None
+
+
+def test_grid_scene_puts_one_size_at_distinct_cell_centres():
+    rng = random.Random(3)
+    for _ in range(50):
+        scene = sample_grid_scene(rng, 3, 9, grid=4, size=0.085)
+        cells = {(round(s.x * 4 - 0.5), round(s.y * 4 - 0.5)) for s in scene}
+        assert 3 <= len(scene) <= 9 and len(cells) == len(scene)
+        assert all(s.size == 0.085 and (s.x * 4 - 0.5) % 1 == 0 and (s.y * 4 - 0.5) % 1 == 0 for s in scene)
+    with pytest.raises(ValueError, match="does not fit a 4x4 grid"):
+        sample_grid_scene(random.Random(0), 16, 16, grid=4, size=0.12)
+    with pytest.raises(ValueError, match="n_max <= 16 cells"):
+        sample_grid_scene(random.Random(0), 3, 17, grid=4, size=0.085)

@@ -7,6 +7,10 @@ expression>" that says which box convention to answer in. Action: text ending in
 Difficulty levels (``lavida_envs.tasks.grounding_refgen``): 1 direct attribute, 2 spatial
 relation, 3 ordinal/comparative, 4 counting/arithmetic, 5 two-hop compositions. Every
 expression is proven to match exactly one shape of the scene graph before it is used.
+Level 1 also fixes the layout: shapes of one size (``LEVEL1_SIZE``) centred in distinct
+cells of a ``LEVEL1_GRID x LEVEL1_GRID`` grid, so a box is one of few values per cell and
+kind, and its solution is one step (``The red circle is at [x1, y1, x2, y2].``); from
+level 2 on, positions and sizes are free (layout jitter is a difficulty axis).
 Splits are decided by the scene graph alone (``Scene.key()``), so no test image ever
 appears in training, whatever expression is asked about it.
 
@@ -41,7 +45,7 @@ from typing import Any, Callable
 from lavida_envs.base import Problem, Score, TaskEnv, coerce_text, split_of_key
 from lavida_envs.rewards.format import format_reward
 from lavida_envs.rewards.grounding import BOX_FORMATS, format_box, score_box_text
-from lavida_envs.scene import Scene, render_scene, sample_scene, shape_box
+from lavida_envs.scene import Scene, render_scene, sample_grid_scene, sample_scene, shape_box
 from lavida_envs.tasks.grounding_refgen import generate
 from lavida_envs.tasks.grounding_refs import Ref, SidesCount
 
@@ -55,6 +59,8 @@ _CONVENTION = {
     "norm1": "in coordinates normalized to 0-1 of the image width and height (origin at the top-left corner)",
 }
 _SIDES_NOTE = " Count a star as 10 sides and a circle as 0."
+#: Level-1 layout: cells per side and the one shape size (half-extent, fraction of the side).
+LEVEL1_GRID, LEVEL1_SIZE = 4, 0.085
 
 
 def grounding_prompt(expression: str, image_size: int, box_format: str, note: str = "") -> str:
@@ -145,7 +151,11 @@ class GroundingEnv(TaskEnv):
     def sample_spec(self, rng: random.Random, difficulty: int) -> GroundingSpec:
         """A scene and a level-``difficulty`` expression proven to name exactly one shape."""
         for _ in range(200):
-            scene = sample_scene(rng, self.min_shapes, self.max_shapes)
+            if difficulty == 1:
+                top = min(self.max_shapes, LEVEL1_GRID**2)
+                scene = sample_grid_scene(rng, min(self.min_shapes, top), top, LEVEL1_GRID, LEVEL1_SIZE)
+            else:
+                scene = sample_scene(rng, self.min_shapes, self.max_shapes)
             if split_of_key(f"{self.task_name}|{scene.key()}") != self.split:
                 continue  # cheap early rejection; TaskEnv.problem re-checks the key's split
             found = generate(rng, scene, difficulty)
@@ -168,7 +178,11 @@ class GroundingEnv(TaskEnv):
             return f"{scene[i].describe()} at {self._box_text(shape_box(scene[i], s))}"
 
         answer = self._box_text(gold)
-        steps = spec.ref.explain(scene, name) + [f"Its bounding box is {answer}."]
+        if difficulty == 1:
+            phrase = spec.ref.phrase()
+            steps = [f"{phrase[:1].upper()}{phrase[1:]} is at {answer}."]
+        else:
+            steps = spec.ref.explain(scene, name) + [f"Its bounding box is {answer}."]
         note = _SIDES_NOTE if _uses_sides(spec.ref) else ""
         return Problem(
             prompt=grounding_prompt(spec.ref.phrase(), s, self.box_format, note),
