@@ -20,6 +20,7 @@ import json
 import os
 import time
 
+import gymnasium as gym
 import torch
 from tqdm import tqdm
 
@@ -53,7 +54,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
     p.add_argument("--max-cpu-minutes", type=float, default=None, help="stop after this much process CPU time")
     p.add_argument("--init", default=None, help="start from this DiffusionPolicy checkpoint")
-    p.add_argument("--gen-length", type=int, default=None, help="text response length of the default task")
+    p.add_argument("--gen-length", type=int, default=None, help="text response length of the trained envs' tasks (default: the policy's)")
     p.add_argument("--pool-size", type=int, default=0, help="pre-render this many examples per env and resample them (0: stream)")
     p.add_argument("--eval-episodes", type=int, default=0, help="greedy test episodes per env after training")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -69,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     envs = args.env or ["LaViDa/VisualMath-v0"]
     difficulty = args.difficulty if args.difficulty == "mixed" else int(args.difficulty)
     policy = DiffusionPolicy.from_pretrained(args.init) if args.init else DiffusionPolicy.tiny(seed=args.seed)
-    if args.gen_length:
+    if args.gen_length:  # the default length and that of each trained env's own task
         policy.decoding.gen_length = args.gen_length
+        for env_id in envs:
+            task = getattr(gym.make(env_id).unwrapped, "task_name", None)
+            if task in policy.decoding.task_gen_length:
+                policy.decoding.task_gen_length[task] = args.gen_length
         policy.decoding.validate()
     seen: set[str] = set()
     streams = [sft_examples(env, "train", difficulty) for env in envs]
