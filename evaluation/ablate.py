@@ -9,7 +9,8 @@
    evaluation is kept, so an interrupted sweep continues where it stopped.
 3. :mod:`evaluation.ablation_table` turns the runs into ``ablation.{md,csv,json}``: per
    preset the mean and 95% t-interval over seeds of held-out reward before/after and of the
-   training metrics each claim of the paper is about.
+   training metrics each claim of the paper is about, and ``claims.md``: each claim as a
+   difference between two presets with a Welch interval. ``--table-only`` just rewrites them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--out", default="runs/ablate", help="output directory (default runs/ablate)")
+    p.add_argument("--table-only", action="store_true", help="only (re)write the table from the runs under --out")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="extra TrainConfig overrides for every run")
     return p.parse_args(argv)
 
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the sweep and write the table; returns a process exit code."""
     args = _parse(argv)
     out = Path(args.out)
+    if args.table_only:
+        return _print_table(out, args)
     try:
         for preset in args.presets:
             _preset_path(preset)
@@ -141,11 +145,19 @@ def main(argv: list[str] | None = None) -> int:
             failed += code != 0
             status = "ok" if code == 0 else f"FAILED (exit {code}, see {run_dir / 'train.log'})"
             print(f"[{done}/{len(runs)}] {run_dir.relative_to(out)}: {status} in {seconds:.0f} s", flush=True)
+    return _print_table(out, args) or (1 if failed else 0)
+
+
+def _print_table(out: Path, args: argparse.Namespace) -> int:
     from evaluation.ablation_table import write_table
 
+    if not out.is_dir():
+        print(f"lavida ablate: {out} does not exist; run the sweep first", file=sys.stderr)
+        return 2
     table = write_table(out, args.presets, args.seeds)
-    print("\n" + table.read_text())
-    return 1 if failed else 0
+    print("\n" + table.read_text() + "\n" + (out / "claims.md").read_text())
+    print(f"Wrote {table}, {out / 'ablation.csv'}, {out / 'ablation.json'}, {out / 'claims.md'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ A run is ``OUT/PRESET/seedS/metrics.jsonl`` written by ``lavida train``. Per run
   ``collapse_alarm`` s; ``time`` (s, the last step's).
 
 Intervals use Student's t with ``n - 1`` degrees of freedom (3 seeds: mean ± 4.30 · s/√3).
+``claims.md`` sets each claim of the paper (``CLAIMS``) against its pair of presets: both
+means and the difference with a Welch 95% interval.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["TASKS", "mean_ci", "run_numbers", "write_table"]
+__all__ = ["CLAIMS", "TASKS", "diff_ci", "mean_ci", "run_numbers", "write_claims", "write_table"]
 
 TASKS = ("visual_math", "grounding", "image_edit")
 _STEP_MEANS = ("reward", "frac_reward_zero_std", "frac_reward_zero_std/after_forcing", "forced_frac", "kl",
@@ -33,6 +35,43 @@ _STEP_MEANS = ("reward", "frac_reward_zero_std", "frac_reward_zero_std/after_for
 SHOWN = ("after/eval/reward", "delta/eval/reward", *(f"after/eval/reward/{t}" for t in TASKS), "reward",
          "frac_reward_zero_std", "frac_reward_zero_std/after_forcing", "forced_frac", "kl", "max_grad_norm",
          "tree_nfe", "collapse_alarm", "time")  # fmt: skip
+
+
+#: (claim, preset A, preset B, metrics compared): the paper's claims as preset pairs.
+CLAIMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("SFT rows instead of KL keep RL stable", "demo", "ablate_kl",
+     ("after/eval/reward", "delta/eval/reward", "max_grad_norm", "collapse_alarm")),
+    ("SFT rows vs no regularizer", "demo", "ablate_grpo_only", ("after/eval/reward", "delta/eval/reward", "max_grad_norm")),
+    ("Answer forcing cuts zero-variance groups", "demo", "ablate_no_forcing",
+     ("frac_reward_zero_std/after_forcing", "after/eval/reward/visual_math", "after/eval/reward/grounding")),
+    ("Forcing every triggered group hurts", "demo", "ablate_forcing_always",
+     ("after/eval/reward", "forced_frac", "frac_reward_zero_std/after_forcing")),
+    ("Tree search helps editing at equal model calls", "ablate_single_task_image_edit",
+     "ablate_single_task_image_edit_no_tree", ("after/eval/reward/image_edit", "reward")),
+    ("Tree search in the task mix", "demo", "ablate_no_tree", ("after/eval/reward/image_edit", "reward")),
+    ("Complementary vs random masks", "demo", "ablate_random_mask", ("after/eval/reward", "max_grad_norm")),
+    ("Complementary vs mean field", "demo", "ablate_mean_field", ("after/eval/reward", "max_grad_norm")),
+    ("Self-distillation gamma 0.5 vs 0", "demo", "ablate_gamma0", ("after/eval/reward", "delta/eval/reward")),
+    ("Multi-task RL vs visual math alone", "demo", "ablate_single_task_visual_math", ("after/eval/reward/visual_math",)),
+    ("Multi-task RL vs grounding alone", "demo", "ablate_single_task_grounding", ("after/eval/reward/grounding",)),
+    ("Multi-task RL vs editing alone", "demo", "ablate_single_task_image_edit", ("after/eval/reward/image_edit",)),
+)  # fmt: skip
+
+
+def diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """``{"diff", "lo", "hi"}``: mean(a) - mean(b) with a Welch t interval (None if a side has < 2 values)."""
+    x = np.asarray([v for v in a if v is not None and math.isfinite(v)], dtype=np.float64)
+    y = np.asarray([v for v in b if v is not None and math.isfinite(v)], dtype=np.float64)
+    if x.size < 2 or y.size < 2:
+        return {"diff": None, "lo": None, "hi": None}
+    diff = float(x.mean() - y.mean())
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(vx + vy)
+    if se == 0:
+        return {"diff": diff, "lo": diff, "hi": diff}
+    dof = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
+    return {"diff": diff, "lo": diff - half, "hi": diff + half}
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
@@ -77,12 +116,15 @@ def _fmt(summary: dict[str, Any]) -> str:
 def write_table(out: Path, presets: Sequence[str], seeds: Sequence[int]) -> Path:
     """Summarize ``out/PRESET/seedS`` into ``out/ablation.{json,csv,md}``; returns the ``.md`` path."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
+    per_run: dict[str, list[dict[str, float]]] = {}
     for preset in presets:
         runs = [run_numbers(p) for s in seeds if (p := out / preset / f"seed{s}" / "metrics.jsonl").is_file()]
+        per_run[preset] = runs
         keys = sorted({k for r in runs for k in r})
         table[preset] = {k: mean_ci([r.get(k, math.nan) for r in runs]) for k in keys}
         table[preset]["runs"] = {"mean": len(runs), "half": None, "n": len(runs)}
-    (out / "ablation.json").write_text(json.dumps({"seeds": list(seeds), "table": table}, indent=2))
+    (out / "ablation.json").write_text(json.dumps({"seeds": list(seeds), "table": table, "runs": per_run}, indent=2))
+    write_claims(out / "claims.md", per_run)
     columns = sorted({k for row in table.values() for k in row})
     with open(out / "ablation.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -99,3 +141,23 @@ def write_table(out: Path, presets: Sequence[str], seeds: Sequence[int]) -> Path
     md = out / "ablation.md"
     md.write_text("\n".join(lines) + "\n")
     return md
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def write_claims(path: Path, per_run: dict[str, list[dict[str, float]]]) -> Path:
+    """``claims.md``: each claim whose two presets have runs, metric by metric (module docstring)."""
+    lines = ["| claim | metric | A | B | A − B [95% Welch CI] |", "|---|---|---|---|---|"]
+    for claim, a, b, metrics in CLAIMS:
+        if not per_run.get(a) or not per_run.get(b):
+            continue
+        for metric in metrics:
+            xa = [r.get(metric, math.nan) for r in per_run[a]]
+            xb = [r.get(metric, math.nan) for r in per_run[b]]
+            d = diff_ci(xa, xb)
+            cell = "–" if d["diff"] is None else f"{d['diff']:+.3f} [{_num(d['lo'])}, {_num(d['hi'])}]"
+            lines.append(f"| {claim} | {metric} | {a}: {_fmt(mean_ci(xa))} | {b}: {_fmt(mean_ci(xb))} | {cell} |")
+    path.write_text("\n".join(lines) + "\n")
+    return path

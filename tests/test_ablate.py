@@ -8,9 +8,10 @@ import os
 import sys
 
 import pytest
+from scipy import stats
 
 from evaluation import ablate
-from evaluation.ablation_table import mean_ci, run_numbers
+from evaluation.ablation_table import diff_ci, mean_ci, run_numbers
 
 sys.path.insert(0, os.path.dirname(__file__))
 from trainer_tiny import tiny_policy  # noqa: E402
@@ -26,6 +27,15 @@ def test_mean_ci_is_the_student_t_interval():
     assert ci["mean"] == 2.0 and ci["n"] == 3
     assert ci["half"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, 2) * s / sqrt(n), s = 1
     assert mean_ci([float("nan"), 5.0])["n"] == 1 and mean_ci([])["mean"] is None
+
+
+def test_diff_ci_is_welch():
+    d = diff_ci([1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    se = math.sqrt(1 / 3 + (1 / 3) / 3)
+    dof = se**4 / ((1 / 3) ** 2 / 2 + (1 / 9) ** 2 / 2)
+    assert d["diff"] == pytest.approx(5 / 3)
+    assert d["hi"] - d["diff"] == pytest.approx(stats.t.ppf(0.975, dof) * se)
+    assert diff_ci([1.0], [2.0, 3.0])["diff"] is None and diff_ci([1.0, 1.0], [0.0, 0.0])["lo"] == 1.0
 
 
 def test_run_numbers_reads_before_after_and_step_means(tmp_path):
@@ -58,8 +68,12 @@ def test_ablate_runs_every_preset_and_seed_from_one_start_and_resumes(tmp_path, 
         assert row["before/eval/reward"]["half"] == pytest.approx(0.0)  # same start, greedy evaluation
     assert table["ablate_no_forcing"]["forced_frac"]["mean"] == 0.0
     assert "| demo |" in (out / "ablation.md").read_text() and (out / "ablation.csv").is_file()
+    claims = (out / "claims.md").read_text()
+    assert "| Answer forcing cuts zero-variance groups | frac_reward_zero_std/after_forcing | demo:" in claims
+    assert "ablate_kl" not in claims  # claims whose presets did not run are left out
     capsys.readouterr()
     assert ablate.main(argv) == 0 and "0 runs to do" in capsys.readouterr().out  # finished runs are kept
+    assert ablate.main([*argv, "--table-only"]) == 0 and "runs to do" not in capsys.readouterr().out
 
 
 def test_ablate_names_an_unknown_preset(tmp_path, capsys):
