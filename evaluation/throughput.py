@@ -46,7 +46,7 @@ def summary_table(rows: list[Row]) -> str:
     """The recorded rows as one Markdown table."""
     lines = ["| bench | measure | value | ratio | vs |", "|---|---|---:|---:|---|"]
     for r in rows:
-        ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
+        ratio = "" if r.ratio is None else (f"{r.ratio:.2f}x" if r.ratio >= 0.01 else f"{r.ratio:.2g}x")
         lines.append(f"| {r.bench} | {r.measure} | {r.value:,.4g} {r.unit} | {ratio} | {r.versus} |")
     return "\n".join(lines)
 
