@@ -300,17 +300,17 @@ def test_extremes_and_ordinals_need_centres_and_edges_to_agree():
     assert refers_to(PosRank(SQ, "right", 3), scene) == 1
 
 
-def test_level_one_uses_the_grid_layout_and_a_one_step_solution():
+def test_level_one_uses_the_grid_layout_and_names_the_cell_then_the_box():
     env = GroundingEnv(difficulty=1, image_size=128)
     boxes = set()
     for index in range(100):
         problem = env.problem(index)
         shapes = problem.meta["scene"]
         assert all(s.size == 0.085 and (s.x * 4 - 0.5) % 1 == 0 for s in shapes)
-        phrase = problem.meta["expression"]
-        assert problem.solution == (
-            f"<think>Step 1: {phrase[:1].upper()}{phrase[1:]} is at {problem.answer}.</think><answer>{problem.answer}</answer>"
-        )
+        phrase, target = problem.meta["expression"], shapes[problem.meta["target"]]
+        row, col = round(target.y * 4 + 0.5), round(target.x * 4 + 0.5)
+        cell = f"Step 1: {phrase[:1].upper()}{phrase[1:]} is in row {row}, column {col}."
+        assert problem.solution == f"<think>{cell}</think><answer>{problem.answer}</answer>"
         boxes.add(problem.meta["box"])
     assert len(boxes) < 16 * 6  # at most one box per (cell, kind)
     level2 = GroundingEnv(difficulty=2, image_size=128).problem(0)

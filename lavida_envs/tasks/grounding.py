@@ -9,7 +9,8 @@ relation, 3 ordinal/comparative, 4 counting/arithmetic, 5 two-hop compositions. 
 expression is proven to match exactly one shape of the scene graph before it is used.
 Level 1 also fixes the layout: shapes of one size (``LEVEL1_SIZE``) centred in distinct
 cells of a ``LEVEL1_GRID x LEVEL1_GRID`` grid, so a box is one of few values per cell and
-kind, and its solution is one step (``The red circle is at [x1, y1, x2, y2].``); from
+kind, and its solution names the cell (``Step 1: The red circle is in row 2, column 3.``) before
+the box in ``<answer>``; from
 level 2 on, positions and sizes are free (layout jitter is a difficulty axis).
 Splits are decided by the scene graph alone (``Scene.key()``), so no test image ever
 appears in training, whatever expression is asked about it.
@@ -178,9 +179,10 @@ class GroundingEnv(TaskEnv):
             return f"{scene[i].describe()} at {self._box_text(shape_box(scene[i], s))}"
 
         answer = self._box_text(gold)
-        if difficulty == 1:
-            phrase = spec.ref.phrase()
-            steps = [f"{phrase[:1].upper()}{phrase[1:]} is at {answer}."]
+        if difficulty == 1:  # grid layout: name the target's cell, then its box
+            phrase, target = spec.ref.phrase(), scene[spec.target]
+            row, col = int(target.y * LEVEL1_GRID) + 1, int(target.x * LEVEL1_GRID) + 1
+            steps = [f"{phrase[:1].upper()}{phrase[1:]} is in row {row}, column {col}."]
         else:
             steps = spec.ref.explain(scene, name) + [f"Its bounding box is {answer}."]
         note = _SIDES_NOTE if _uses_sides(spec.ref) else ""
