@@ -63,14 +63,20 @@ def _preset_path(name: str) -> Path:
     return path
 
 
-def _flags(overrides: dict[str, object]) -> list[str]:
-    return [part for key, value in overrides.items() for part in (f"--{key}", str(value))]
+def parse_set(items: list[str]) -> dict[str, str]:
+    """``--set FIELD=VALUE ...`` as a dict; an item without ``=`` or a field is an error naming it."""
+    out = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE (e.g. image_size=32)")
+        out[field] = value
+    return out
 
 
-def train_command(preset: str, out_dir: Path, overrides: dict[str, object], extra: list[str]) -> list[str]:
-    """The ``lavida train`` process of one run (``extra``: raw ``FIELD=VALUE`` overrides)."""
-    flags = _flags({**overrides, "output_dir": out_dir})
-    flags += [part for item in extra for part in (f"--{item.split('=', 1)[0]}", item.split("=", 1)[1])]
+def train_command(preset: str, out_dir: Path, overrides: dict[str, object]) -> list[str]:
+    """The ``lavida train`` process of one run: ``--config`` the preset, then ``--FIELD VALUE`` each override."""
+    flags = [part for key, value in {"output_dir": out_dir, **overrides}.items() for part in (f"--{key}", str(value))]
     return [sys.executable, "-m", "agents.trainer", "--config", str(_preset_path(preset)), *flags]
 
 
@@ -108,7 +114,8 @@ def warm_start(args: argparse.Namespace, out: Path) -> Path:
     overrides = {"phase": "sft", "max_steps": args.sft_steps, "learning_rate": lr, "seed": 0,
                  "eval_episodes": 0, "save_every": 0}  # fmt: skip
     print(f"SFT warm start: {args.sft_steps} steps -> {sft_dir}", flush=True)
-    _, code, seconds = _run(train_command("demo", sft_dir, overrides, args.set), sft_dir, max(args.threads, args.jobs))
+    _, code, seconds = _run(train_command("demo", sft_dir, {**overrides, **args.set}), sft_dir,
+                            max(args.threads, args.jobs))
     if code:
         raise RuntimeError(f"SFT warm start failed (exit {code}); see {sft_dir / 'train.log'}")
     print(f"SFT warm start: {seconds:.0f} s", flush=True)
@@ -122,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         return _print_table(out, args)
     try:
+        args.set = parse_set(args.set)
         for preset in args.presets:
             _preset_path(preset)
         init = warm_start(args, out)
-    except (FileNotFoundError, RuntimeError) as exc:
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"lavida ablate: {exc}", file=sys.stderr)
         return 2
     runs = []
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {"phase": "rl", "sft_steps": 0, "init_from": init, "seed": seed, "max_steps": args.rl_steps,
                          "eval_every": 0, "eval_episodes": args.eval_episodes, "save_every": 0}  # fmt: skip
             if not finished(run_dir, args.rl_steps):
-                runs.append((train_command(preset, run_dir, overrides, args.set), run_dir))
+                runs.append((train_command(preset, run_dir, {**overrides, **args.set}), run_dir))
     print(f"{len(runs)} runs to do ({args.jobs} at a time) under {out}", flush=True)
     failed = 0
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

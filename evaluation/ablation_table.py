@@ -93,12 +93,9 @@ def run_numbers(log: Path) -> dict[str, float]:
         for tag, row in (("before", evals[0]), ("after", evals[-1])):
             out.update({f"{tag}/{k}": v for k, v in row.items() if k.startswith("eval/reward")})
         out["delta/eval/reward"] = evals[-1]["eval/reward"] - evals[0]["eval/reward"]
-    for key in _STEP_MEANS:
-        values = [r[key] for r in steps if isinstance(r.get(key), (int, float))]
-        if values:
-            out[key] = float(np.mean(values))
-    norms = [r["grad_norm"] for r in steps if isinstance(r.get("grad_norm"), (int, float))]
-    out["max_grad_norm"] = float(max(norms)) if norms else math.nan
+    series = {key: [r[key] for r in steps if isinstance(r.get(key), (int, float))] for key in _STEP_MEANS}
+    out.update({key: float(np.mean(values)) for key, values in series.items() if values})
+    out["max_grad_norm"] = float(max(series["grad_norm"])) if series["grad_norm"] else math.nan
     out["skipped"] = float(sum(r.get("skipped", 0.0) for r in steps))
     out["collapse_alarm"] = float(sum(r.get("collapse_alarm", 0.0) for r in steps))
     out["time"] = float(steps[-1]["time"]) if steps else math.nan

@@ -76,6 +76,9 @@ def test_ablate_runs_every_preset_and_seed_from_one_start_and_resumes(tmp_path, 
     assert ablate.main([*argv, "--table-only"]) == 0 and "runs to do" not in capsys.readouterr().out
 
 
-def test_ablate_names_an_unknown_preset(tmp_path, capsys):
+def test_ablate_names_an_unknown_preset_and_a_malformed_override(tmp_path, capsys):
     assert ablate.main(["--presets", "ablate_nope", "--out", str(tmp_path)]) == 2
     assert "ablate_nope" in capsys.readouterr().err
+    assert ablate.main(["--set", "image_size", "--out", str(tmp_path)]) == 2
+    assert "--set 'image_size': expected FIELD=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "sft").exists()  # nothing was trained

@@ -9,9 +9,9 @@ relation, 3 ordinal/comparative, 4 counting/arithmetic, 5 two-hop compositions. 
 expression is proven to match exactly one shape of the scene graph before it is used.
 Level 1 also fixes the layout: shapes of one size (``LEVEL1_SIZE``) centred in distinct
 cells of a ``LEVEL1_GRID x LEVEL1_GRID`` grid, so a box is one of few values per cell and
-kind, and its solution names the cell (``Step 1: The red circle is in row 2, column 3.``) before
-the box in ``<answer>``; from
-level 2 on, positions and sizes are free (layout jitter is a difficulty axis).
+kind, and its solution names the cell (``Step 1: The red circle is in row 2, column 3.``)
+before the box in ``<answer>``. From level 2 on, positions and sizes are free (layout
+jitter is a difficulty axis).
 Splits are decided by the scene graph alone (``Scene.key()``), so no test image ever
 appears in training, whatever expression is asked about it.
 
