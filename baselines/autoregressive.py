@@ -49,12 +49,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, GenerationConfig, LogitsProcessorList, PreTrainedTokenizerBase
 
-from agents.diffusion.codec import ImageCodec, PaletteCodec, codec_from_dict
+from agents.diffusion.codec import ImageCodec, codec_from_dict
 from agents.diffusion.layout import ResponseLayout, decode_response, task_of
 from agents.diffusion.likelihood import LikelihoodEstimate
-from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta
+from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta, seeded_parts
 from agents.diffusion.rows import NEG_LOGIT, RowBatch, assemble
-from agents.diffusion.tokenizer import build_tokenizer, special_ids
+from agents.diffusion.tokenizer import SpecialIds
 from agents.policy import Rollouts, expand_forced
 from baselines.ar_model import AllowedTokens, ARConfig, ARModel, GumbelSampling, positions
 
@@ -100,17 +100,16 @@ class ARPolicy:
     def tiny(cls, seed: int = 0, codec: ImageCodec | None = None, **config: Any) -> ARPolicy:
         """A fresh small policy (~1.1M parameters, as DiffusionPolicy.tiny); ``config`` overrides model fields."""
         decoding = config.pop("decoding", None)
-        codec = codec if codec is not None else PaletteCodec()
-        tokenizer = build_tokenizer(codec.codebook_size)
-        ids = special_ids(tokenizer)
-        values = dict(TINY_CONFIG, vocab_size=len(tokenizer), pad_token_id=ids.pad, eos_token_id=ids.eos,
-                      bos_token_id=None, image_token_id=ids.image, tie_word_embeddings=False)  # fmt: skip
-        values.update(config)
-        if "num_attention_heads" in config and "num_key_value_heads" not in config:
-            values["num_key_value_heads"] = config["num_attention_heads"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = ARModel(ARConfig(**values))
+
+        def make_model(tokenizer: PreTrainedTokenizerBase, ids: SpecialIds) -> ARModel:
+            values = dict(TINY_CONFIG, vocab_size=len(tokenizer), pad_token_id=ids.pad, eos_token_id=ids.eos,
+                          bos_token_id=None, image_token_id=ids.image, tie_word_embeddings=False)  # fmt: skip
+            values.update(config)
+            if "num_attention_heads" in config and "num_key_value_heads" not in config:
+                values["num_key_value_heads"] = config["num_attention_heads"]
+            return ARModel(ARConfig(**values))
+
+        model, tokenizer, codec = seeded_parts(seed, codec, make_model)
         return cls(model.eval(), tokenizer, codec, decoding, seed=seed)
 
     def decoding_settings(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -40,7 +40,7 @@ from agents.diffusion.codec import ImageCodec, PaletteCodec, codec_from_dict
 from agents.diffusion.layout import IMAGE_TASKS, ResponseLayout, decode_response, image_tensor, task_of
 from agents.diffusion.model import DiffusionConfig, DiffusionModel
 from agents.diffusion.rows import RowBatch, assemble, tagged_model_fn, with_tags
-from agents.diffusion.tokenizer import build_tokenizer, special_ids
+from agents.diffusion.tokenizer import SpecialIds, build_tokenizer, special_ids
 from agents.policy import Rollouts, expand_forced
 
 if TYPE_CHECKING:
@@ -100,6 +100,19 @@ class DecodingConfig:
         return -(-steps // blocks) * blocks, block
 
 
+def seeded_parts(
+    seed: int, codec: ImageCodec | None, make_model: Callable[[PreTrainedTokenizerBase, SpecialIds], Any]
+) -> tuple[Any, PreTrainedTokenizerBase, ImageCodec]:
+    """A fresh policy's parts: the codec (default PaletteCodec), its tokenizer, and ``make_model(tokenizer, ids)``
+    initialised under ``seed`` without touching the global RNG (shared by DiffusionPolicy.tiny and ARPolicy.tiny)."""
+    codec = codec if codec is not None else PaletteCodec()
+    tokenizer = build_tokenizer(codec.codebook_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make_model(tokenizer, special_ids(tokenizer))
+    return model, tokenizer, codec
+
+
 class DiffusionPolicy:
     """Masked-diffusion policy over env observations (text answers and edited images)."""
 
@@ -139,17 +152,15 @@ class DiffusionPolicy:
     def tiny(cls, seed: int = 0, codec: ImageCodec | None = None, **config: Any) -> DiffusionPolicy:
         """A freshly initialised small policy (~1M parameters); ``config`` overrides model fields."""
         decoding = config.pop("decoding", None)
-        codec = codec if codec is not None else PaletteCodec()
-        tokenizer = build_tokenizer(codec.codebook_size)
-        ids = special_ids(tokenizer)
-        values = dict(
-            vocab_size=len(tokenizer), mask_token_id=ids.mask, pad_token_id=ids.pad,
-            eos_token_id=ids.eos, image_token_id=ids.image,
-        )  # fmt: skip
-        values.update(config)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = DiffusionModel(DiffusionConfig(**values))
+
+        def make_model(tokenizer: PreTrainedTokenizerBase, ids: SpecialIds) -> DiffusionModel:
+            values = dict(
+                vocab_size=len(tokenizer), mask_token_id=ids.mask, pad_token_id=ids.pad,
+                eos_token_id=ids.eos, image_token_id=ids.image,
+            )  # fmt: skip
+            return DiffusionModel(DiffusionConfig(**{**values, **config}))
+
+        model, tokenizer, codec = seeded_parts(seed, codec, make_model)
         return cls(model, tokenizer, codec, decoding, seed=seed)
 
     @property
