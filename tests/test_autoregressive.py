@@ -17,8 +17,7 @@ from agents.losses import token_grpo_loss
 from agents.sft import SFTConfig, build_sft_batch, sft_examples, train_sft
 from baselines import ARPolicy
 from baselines.ar_model import positions
-
-ENVS = ("LaViDa/VisualMath-v0", "LaViDa/Grounding-v0", "LaViDa/ImageEdit-v0")
+from task_envs import ENVS
 
 
 def tiny_policy(seed: int = 0, **decoding) -> ARPolicy:
@@ -33,15 +32,6 @@ def tiny_policy(seed: int = 0, **decoding) -> ARPolicy:
 @pytest.fixture(scope="module")
 def policy():
     return tiny_policy()
-
-
-@pytest.fixture(scope="module")
-def observations():
-    out = []
-    for env_id in ENVS:
-        env = gym.make(env_id, difficulty=1, split="test")
-        out.append(env.reset(options={"index": 0})[0])
-    return out
 
 
 def greedy_without_cache(policy: ARPolicy, obs: dict) -> list[int]:

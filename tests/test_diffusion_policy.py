@@ -13,8 +13,7 @@ from agents.diffusion.codec import PaletteCodec
 from agents.diffusion.layout import task_of
 from agents.diffusion.policy import DecodingConfig
 from agents.policy import expand_forced
-
-ENVS = ("LaViDa/VisualMath-v0", "LaViDa/Grounding-v0", "LaViDa/ImageEdit-v0")
+from task_envs import ENVS
 
 
 def tiny_policy(seed: int = 0, **decoding) -> DiffusionPolicy:
@@ -29,15 +28,6 @@ def tiny_policy(seed: int = 0, **decoding) -> DiffusionPolicy:
 @pytest.fixture(scope="module")
 def policy():
     return tiny_policy()
-
-
-@pytest.fixture(scope="module")
-def observations():
-    out = []
-    for env_id in ENVS:
-        env = gym.make(env_id, difficulty=1, split="test")
-        out.append(env.reset(options={"index": 0})[0])
-    return out
 
 
 def test_implements_the_protocols(policy):
