@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     if args.policy:
-        model, loglik, what = _policy_setup(args)
+        try:
+            model, loglik, what = _policy_setup(args)
+        except (FileNotFoundError, ValueError) as exc:  # not a checkpoint, unknown env or difficulty
+            parser.error(str(exc))
     else:
         task = WalkTask(gen_length=args.gen_length)
         model = prepared_model(task, args.train_steps, args.seed, args.cache)

@@ -6,6 +6,8 @@ import os
 import re
 import sys
 
+import pytest
+
 from evaluation import bench_likelihood
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -40,3 +42,9 @@ def test_bench_likelihood_on_the_walk_model(capsys):
     assert bench_likelihood.main(argv) == 0
     out = capsys.readouterr().out
     assert set(_rows(out)) == {"mean_field@1", "random_mask@2", "complementary@2"} and "complementary t=0.5" in out
+
+
+def test_bench_likelihood_names_a_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_likelihood.main(["--policy", str(tmp_path / "nope"), "--seeds", "2"])
+    assert exit_info.value.code == 2 and "is not a DiffusionPolicy checkpoint" in capsys.readouterr().err
