@@ -58,10 +58,14 @@ CLAIMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 )  # fmt: skip
 
 
+def _finite(values: Sequence[float | None]) -> np.ndarray:
+    """The finite values (None and NaN/inf dropped) as float64."""
+    return np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+
+
 def diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     """``{"diff", "lo", "hi"}``: mean(a) - mean(b) with a Welch t interval (None if a side has < 2 values)."""
-    x = np.asarray([v for v in a if v is not None and math.isfinite(v)], dtype=np.float64)
-    y = np.asarray([v for v in b if v is not None and math.isfinite(v)], dtype=np.float64)
+    x, y = _finite(a), _finite(b)
     if x.size < 2 or y.size < 2:
         return {"diff": None, "lo": None, "hi": None}
     diff = float(x.mean() - y.mean())
@@ -76,7 +80,7 @@ def diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     """``{"mean", "half", "n"}``: the mean and the half-width of its t confidence interval."""
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    x = _finite(values)
     if x.size == 0:
         return {"mean": None, "half": None, "n": 0}
     half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan

@@ -58,10 +58,15 @@ def _parse() -> argparse.Namespace:
     return p.parse_args()
 
 
+def _cell(shape: Shape, grid: int) -> tuple[int, int]:
+    """The 1-based (row, column) of the grid cell holding ``shape``'s centre."""
+    return int(shape.y * grid) + 1, int(shape.x * grid) + 1
+
+
 def _listing(shapes: list[Shape], grid: int, empty: str) -> str:
-    names = {(int(s.y * grid), int(s.x * grid)): s.describe() for s in shapes}
+    names = {_cell(s, grid): s.describe() for s in shapes}
     return " ".join(
-        f"Row {r + 1}: " + ", ".join(names.get((r, c), empty) for c in range(grid)) + "." for r in range(grid)
+        f"Row {r}: " + ", ".join(names.get((r, c), empty) for c in range(1, grid + 1)) + "." for r in range(1, grid + 1)
     )
 
 
@@ -79,15 +84,15 @@ def _patch_env(a: argparse.Namespace) -> None:
 
 
 def _probe_example(rng: random.Random, a: argparse.Namespace) -> tuple[dict, str, tuple[int, int]]:
-    grid = 4
+    grid, size = grounding.LEVEL1_GRID, grounding.LEVEL1_SIZE
     cells = rng.sample(range(grid * grid), a.nshapes)
-    shapes = [Shape(rng.choice(KINDS), rng.choice(COLORS), 0.085, _q((c % grid + 0.5) / grid), _q((c // grid + 0.5) / grid))
+    shapes = [Shape(rng.choice(KINDS), rng.choice(COLORS), size, _q((c % grid + 0.5) / grid), _q((c // grid + 0.5) / grid))
               for c in cells]  # fmt: skip
     target = shapes[0]
     others = [c for c in COLORS if c != target.color]
     shapes = [target] + [dataclasses.replace(s, color=rng.choice(others)) for s in shapes[1:]]
     name = f"the {target.color} shape" if a.nshapes > 1 else "the shape"
-    row, col = cells[0] // grid + 1, cells[0] % grid + 1
+    row, col = _cell(target, grid)
     box = "[" + ", ".join(str(int(v)) for v in shape_box(target, 128)) + "]"
     think = f"{name[0].upper()}{name[1:]} is in row {row}, column {col}."
     if a.listing:
@@ -135,9 +140,7 @@ def main() -> None:
                     named, gold = _named_cell(action[0]), _named_cell(info["solution"])
                     cell += named is not None and named == gold
                     scene = env.unwrapped.problem(info["index"]).meta["scene"]
-                    on_shape += named is not None and any(
-                        (int(s.y * a.grid) + 1, int(s.x * a.grid) + 1) == named for s in scene
-                    )
+                    on_shape += named is not None and any(_cell(s, a.grid) == named for s in scene)
             return {"acc": acc / n, "cell": cell / n, "on_a_shape": on_shape / n, "overlap": overlap}
 
     else:
@@ -154,7 +157,6 @@ def main() -> None:
             actions = policy.act([obs for obs, _, _ in held_out])
             return {"cell": sum(_named_cell(x[0]) == rc for x, (_, _, rc) in zip(actions, held_out)) / len(held_out)}
 
-    log = open(a.out + ".log", "w", encoding="utf-8")
     every = a.every or (100 if a.mode == "probe" else 0)
 
     def progress(step: int, metrics: dict) -> None:
@@ -168,7 +170,8 @@ def main() -> None:
         log.flush()
 
     cfg = SFTConfig(steps=40_000, batch_size=a.bs, lr=a.lr, max_cpu_minutes=a.cpu)
-    train_sft(policy, stream(), cfg, progress)
+    with open(a.out + ".log", "w", encoding="utf-8") as log:
+        train_sft(policy, stream(), cfg, progress)
     policy.save_pretrained(a.out + "_ckpt")
     result = dict(vars(a), steps=len(cfg.history), loss=cfg.history[-1]["loss"], distinct_train_images=len(seen),
                   test=evaluate("test", a.eval))  # fmt: skip
