@@ -184,3 +184,31 @@ def test_async_vector_env():
         assert tasks_seen == {"visual_math", "grounding", "image_edit"}
     finally:
         envs.close()
+
+
+def test_action_space_says_what_the_env_accepts():
+    env = MultiTaskEnv(image_size=32)
+    text = "<think>2+2=4</think><answer>4</answer>"
+    assert env.action_space.contains(text)  # text actions are accepted (and scored) by text tasks
+    assert env.action_space.contains({"text": text, "image": np.zeros((32, 32, 3), np.uint8)})
+    assert env.action_space.contains(env.action_space.sample())
+    assert not env.action_space.contains(3) and not env.action_space.contains({"text": text})
+    text_only = MultiTaskEnv(image_size=32, tasks={"visual_math": 1, "grounding": 1})
+    assert isinstance(text_only.action_space, gym.spaces.Text) and text_only.action_space.contains(text)
+    edit_only = MultiTaskEnv(image_size=32, tasks={"image_edit": 1})
+    assert not edit_only.action_space.contains(text) and set(edit_only.action_space.spaces) == {"text", "image"}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vector_env_takes_a_list_of_text_or_dict_actions(mode):
+    envs = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode=mode, image_size=32)
+    try:
+        _, info = envs.reset(seed=0)
+        actions = [info["solution"][0], {"text": info["solution"][1], "image": np.zeros((32, 32, 3), np.uint8)}]
+        assert envs.action_space.contains(actions)
+        _, reward, terminated, _, _ = envs.step(actions)
+        assert terminated.all() and reward.shape == (2,)
+        envs.reset(seed=1)
+        envs.step(envs.action_space.sample())  # the batched space samples what step takes
+    finally:
+        envs.close()

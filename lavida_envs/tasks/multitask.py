@@ -1,10 +1,13 @@
 """``LaViDa/MultiTask-v0``: a weighted mixture of VisualMath, Grounding and ImageEdit.
 
 One observation space for all (``{"image": uint8[S, S, 3], "prompt": str}``, every
-sub-task built with the same ``image_size``) and one action space that covers both text
-and image actions: ``Dict(text=Text, image=Box(uint8, (S, S, 3)))``. Text tasks read only
-``action["text"]`` (a plain ``str`` works for every task; for image edit it scores 0 for
-the image part). ``info["task"]`` names the sub-task of the episode and
+sub-task built with the same ``image_size``) and one action space that covers what every
+episode accepts: with image edit and a text task in the mix it is
+:class:`~lavida_envs.spaces.TextOrEditAction` -- ``Dict(text=Text, image=Box(uint8, (S, S,
+3)))`` whose ``contains`` also accepts a plain ``str`` (a vector env takes a list of either
+form); a text-only mix has ``Text``, an edit-only mix the ``Dict``. Text tasks read only
+``action["text"]`` of a dict (a plain ``str`` works for every task; for image edit it scores
+0 for the image part). ``info["task"]`` names the sub-task of the episode and
 ``info["task_index"]`` the problem's index inside it.
 
 Kwargs (besides ``split``, ``difficulty``, ``image_size``, ``render_mode``, which every
@@ -37,6 +40,7 @@ import numpy as np
 from gymnasium import spaces
 
 from lavida_envs.base import CHARSET, MAX_ACTION_CHARS, Problem, Score, TaskEnv, stable_seed
+from lavida_envs.spaces import TextOrEditAction
 
 __all__ = ["MultiTaskEnv", "SUBTASKS"]
 
@@ -102,13 +106,21 @@ class MultiTaskEnv(TaskEnv):
         self._task: str | None = None
 
     def make_action_space(self) -> spaces.Space:
-        """``Dict(text=Text, image=Box(uint8, (S, S, 3)))``: covers text and image actions."""
-        return spaces.Dict(
-            {
-                "text": spaces.Text(MAX_ACTION_CHARS, min_length=0, charset=CHARSET),
-                "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
-            }
-        )
+        """What the mixture's episodes accept (see the module docstring).
+
+        Text tasks only: ``Text`` (like VisualMath / Grounding). Image edit only:
+        ``Dict(text=Text, image=Box(uint8, (S, S, 3)))`` (like ImageEdit). Both:
+        :class:`~lavida_envs.spaces.TextOrEditAction`, that Dict which also contains a
+        ``str``, so ``action_space.contains("<answer>...</answer>")`` is True and a vector env
+        takes a list with one str or dict action per env.
+        """
+        text = spaces.Text(MAX_ACTION_CHARS, min_length=0, charset=CHARSET)
+        if "image_edit" not in self.task_weights:
+            return text
+        image = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        if len(self.task_weights) == 1:
+            return spaces.Dict({"text": text, "image": image})
+        return TextOrEditAction(text, image)
 
     # ----- the mixture ------------------------------------------------------------------
     def task_of(self, index: int) -> tuple[str, int]:
