@@ -1,4 +1,4 @@
-"""Policy protocols (DESIGN section 4): what evaluation needs and what the trainer needs.
+"""Policy protocols (docs/design.md, "Public API"): what evaluation needs and what the trainer needs.
 
 * :class:`Policy` -- ``act(observations, num_samples=1) -> list[list[action]]``: for each
   observation ``{"image": uint8[H, W, 3], "prompt": str}``, ``num_samples`` env actions.
@@ -18,7 +18,7 @@ of the response from the start of sampling; the model writes everything before i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -53,53 +53,43 @@ class Rollouts:
     def __len__(self) -> int:
         return int(self.sequences.shape[0])
 
+    def map_fields(self, fn: Callable[[str, Any], Any]) -> Rollouts:
+        """A new record whose every field is ``fn(name, value)``, ``extras`` entries too (as ``"extras.KEY"``).
+
+        Lists that come back are copied, so the new record never shares a list with this one.
+        """
+
+        def apply(name: str, value: Any) -> Any:
+            out = fn(name, value)
+            return list(out) if isinstance(out, list) else out
+
+        values = {f.name: apply(f.name, getattr(self, f.name)) for f in fields(self) if f.name != "extras"}
+        return Rollouts(**values, extras={k: apply(f"extras.{k}", v) for k, v in self.extras.items()})
+
     def left_padded(self, width: int, pad_id: int = 0) -> Rollouts:
         """The same rows left-padded to ``width`` columns (to stack rollouts of other widths).
 
-        ``sequences`` gets ``pad_id``, boolean masks False, ``unmask_step`` -1, and every other
-        (B, L) tensor in ``extras`` zeros; padding is unattended, so outputs do not change.
+        Every (B, L) tensor is padded (``pixel_values`` is per row, never): ``sequences`` with
+        ``pad_id``, ``unmask_step`` with -1, boolean masks with False, ``extras`` with zeros;
+        padding is unattended, so outputs do not change.
         """
         n, length = self.sequences.shape
         if width < length:
             raise ValueError(f"cannot left-pad rollouts of width {length} to a smaller width {width}")
+        fills = {"sequences": pad_id, "unmask_step": -1}
 
-        def pad(value: Any, fill: Any) -> Any:
-            if not isinstance(value, torch.Tensor) or tuple(value.shape[:2]) != (n, length):
+        def pad(name: str, value: Any) -> Any:
+            if name == "pixel_values" or not isinstance(value, torch.Tensor) or tuple(value.shape[:2]) != (n, length):
                 return value
+            fill = fills.get(name, 0)
             extra = torch.full((n, width - length, *value.shape[2:]), fill, dtype=value.dtype, device=value.device)
             return torch.cat([extra, value], 1)
 
-        return Rollouts(
-            sequences=pad(self.sequences, pad_id),
-            response_mask=pad(self.response_mask, False),
-            prompt_index=self.prompt_index,
-            texts=list(self.texts),
-            actions=list(self.actions),
-            attention_mask=pad(self.attention_mask, False),
-            unmask_step=pad(self.unmask_step, -1),
-            forced_mask=pad(self.forced_mask, False),
-            pixel_values=self.pixel_values,
-            extras={k: pad(v, 0) for k, v in self.extras.items()},
-        )
+        return self.map_fields(pad)
 
     def to(self, device: torch.device | str) -> Rollouts:
         """The same rollouts with every tensor (including tensors in ``extras``) on ``device``."""
-
-        def move(value: Any) -> Any:
-            return value.to(device) if isinstance(value, torch.Tensor) else value
-
-        return Rollouts(
-            sequences=move(self.sequences),
-            response_mask=move(self.response_mask),
-            prompt_index=move(self.prompt_index),
-            texts=list(self.texts),
-            actions=list(self.actions),
-            attention_mask=move(self.attention_mask),
-            unmask_step=move(self.unmask_step),
-            forced_mask=move(self.forced_mask),
-            pixel_values=move(self.pixel_values),
-            extras={k: move(v) for k, v in self.extras.items()},
-        )
+        return self.map_fields(lambda _, value: value.to(device) if isinstance(value, torch.Tensor) else value)
 
 
 @runtime_checkable

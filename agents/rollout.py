@@ -1,4 +1,4 @@
-"""Group rollouts against the envs, with answer forcing (DESIGN section 5).
+"""Group rollouts against the envs, with answer forcing (docs/design.md, "Training").
 
 Contract (:func:`collect_groups`):
 
@@ -6,9 +6,10 @@ Contract (:func:`collect_groups`):
   whose ``reset(options={"index": i})`` picks problem ``i`` (every ``LaViDa/*`` env);
   ``problems`` lists ``(env name, index)``, one group each; ``num_generations`` = N.
 * Each problem is reset by index; its observation (plus ``"task"`` from the reset info, so the
-  policy can pick the task's response layout) is sampled N times; every action is scored by
-  ``reset(index)`` + ``step(action)`` (one episode per action), collecting the reward,
-  ``reward_components`` and ``correct``.
+  policy can pick the task's response layout) is sampled N times; the group's actions are
+  scored by :func:`lavida_envs.scoring.score_actions` (one reset, one step per action: the same
+  result as one ``reset(index)`` + ``step(action)`` episode per action), collecting the
+  reward, ``reward_components`` and ``correct``.
 * Answer forcing: a group of a task with a gold answer (``forcing.tasks``; never
   ``image_edit``) *triggers* when all N rewards are below ``forcing.threshold``; a triggered
   group keeps, with probability ``forcing.prob``, one extra (N+1-th) sample whose response
@@ -36,28 +37,29 @@ Contract (:func:`collect_groups`):
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from agents.losses import frac_zero_std, group_std
 from agents.policy import Rollouts, TrainablePolicy
+from lavida_envs.scoring import StepResult, score_actions
 
 __all__ = [
     "ForcingConfig",
     "GroupBatch",
     "Problem",
-    "StepResult",
     "as_problem",
     "assemble_groups",
+    "batch_rewards",
     "collect_groups",
     "concat_rollouts",
     "group_metrics",
     "open_problems",
+    "rollout_metrics",
     "sample_problems",
-    "score_actions",
     "select_rows",
 ]
 
@@ -102,16 +104,6 @@ class ForcingConfig:
 
 
 @dataclass
-class StepResult:
-    """What the env said about one action."""
-
-    reward: float
-    correct: bool
-    components: dict[str, float]
-    info: dict[str, Any]
-
-
-@dataclass
 class GroupBatch:
     """Scored groups ready for advantages: kept rows, rewards and group ids (group-major)."""
 
@@ -144,18 +136,7 @@ def select_rows(rollouts: Rollouts, rows: Sequence[int] | torch.Tensor) -> Rollo
     idx = torch.as_tensor(list(rows) if not isinstance(rows, torch.Tensor) else rows, dtype=torch.long)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise IndexError(f"rows {idx.tolist()} out of range for {n} rollouts")
-    return Rollouts(
-        sequences=_select(rollouts.sequences, idx, n),
-        response_mask=_select(rollouts.response_mask, idx, n),
-        prompt_index=_select(rollouts.prompt_index, idx, n),
-        texts=_select(list(rollouts.texts), idx, n),
-        actions=_select(list(rollouts.actions), idx, n),
-        attention_mask=_select(rollouts.attention_mask, idx, n),
-        unmask_step=_select(rollouts.unmask_step, idx, n),
-        forced_mask=_select(rollouts.forced_mask, idx, n),
-        pixel_values=_select(rollouts.pixel_values, idx, n),
-        extras={k: _select(v, idx, n) for k, v in rollouts.extras.items()},
-    )
+    return rollouts.map_fields(lambda _, value: _select(value, idx, n))
 
 
 def _cat(values: list[Any], sizes: list[int], name: str) -> Any:
@@ -181,26 +162,14 @@ def concat_rollouts(parts: Sequence[Rollouts]) -> Rollouts:
     if not parts:
         raise ValueError("concat_rollouts needs at least one Rollouts")
     sizes = [len(p) for p in parts]
-    names = ("sequences", "response_mask", "prompt_index", "texts", "actions", "attention_mask",
-             "unmask_step", "forced_mask", "pixel_values")  # fmt: skip
+    names = [f.name for f in fields(Rollouts) if f.name != "extras"]
     fields_ = {n: _cat([getattr(p, n) for p in parts], sizes, n) for n in names}
     keys = [k for k in parts[0].extras if all(k in p.extras for p in parts)]
     extras = {k: _cat([p.extras[k] for p in parts], sizes, f"extras[{k!r}]") for k in keys}
     return Rollouts(**fields_, extras=extras)
 
 
-# ----- scoring ----------------------------------------------------------------------------
-def score_actions(env: Any, index: int, actions: Sequence[Any]) -> list[StepResult]:
-    """Score each action as its own episode on problem ``index`` (reset by index, then step)."""
-    out = []
-    for action in actions:
-        env.reset(options={"index": int(index)})
-        _, reward, _, _, info = env.step(action)
-        components = dict(info.get("reward_components", {}))
-        out.append(StepResult(float(reward), bool(info.get("correct", False)), components, info))
-    return out
-
-
+# ----- metrics ----------------------------------------------------------------------------
 def group_metrics(
     rewards: torch.Tensor, group_ids: torch.Tensor, tasks: Sequence[str], correct: torch.Tensor
 ) -> dict[str, float]:
@@ -280,7 +249,6 @@ def collect_groups(
     forcing: ForcingConfig | None = None,
     rng: np.random.Generator | None = None,
     generator: torch.Generator | None = None,
-    scorer: Callable[[Any, int, Sequence[Any]], list[StepResult]] = score_actions,
 ) -> GroupBatch:
     """Sample, score and (maybe) answer-force one group per problem (see the module docstring)."""
     if num_generations < 1:
@@ -314,13 +282,14 @@ def collect_groups(
     for g, group in enumerate(groups):
         rows = rows_of[g]
         free, extra = rows[:num_generations], rows[num_generations:]
-        for row, res in zip(free, scorer(envs[group["env"]], group["index"], [rollouts.actions[r] for r in free])):
+        episode = score_actions(envs[group["env"]], group["index"], [rollouts.actions[r] for r in free])
+        for row, res in zip(free, episode.steps):
             results[row] = res
         fires = forcing.has_gold(group["task"], group["answer"]) and all(results[r].reward < forcing.threshold for r in free)
         triggered += int(fires)
         keep += free
         if fires and extra:
-            (results[extra[0]],) = scorer(envs[group["env"]], group["index"], [rollouts.actions[extra[0]]])
+            (results[extra[0]],) = score_actions(envs[group["env"]], group["index"], [rollouts.actions[extra[0]]]).steps
             keep.append(extra[0])
     return assemble_groups(rollouts, results, row_group, row_forced, keep, groups, triggered, forcing)
 
@@ -345,19 +314,46 @@ def assemble_groups(
     rewards = torch.tensor([results[r].reward for r in keep], dtype=torch.float32)
     correct = torch.tensor([results[r].correct for r in keep], dtype=torch.bool)
     tasks = [groups[row_group[r]]["task"] for r in keep]
-    free = ~forced
-    metrics = group_metrics(rewards[free], group_ids[free], [t for t, f in zip(tasks, free.tolist()) if f], correct[free])
     n_groups = max(len(groups), 1)
-    metrics.update({
-        "frac_reward_zero_std/after_forcing": frac_zero_std(rewards, group_ids),
+    own = {  # this part's exact fractions; rollout_metrics fills in the reward metrics
         "forcing_trigger_frac": triggered / n_groups,
         "forced_frac": int(forced.sum()) / n_groups,
         "forced_sampled_frac": sum(g.get("suffix") is not None for g in groups) / n_groups,
+    }
+    problems = [{k: g[k] for k in ("env", "index", "task", "answer", "solution")} for g in groups]
+    batch = GroupBatch(
+        rollouts=kept, rewards=rewards, group_ids=group_ids, forced=forced, correct=correct, tasks=tasks,
+        infos=[results[r].info for r in keep], problems=problems, metrics=own,
+    )  # fmt: skip
+    batch.metrics = {**rollout_metrics([batch]), **own}
+    return batch
+
+
+def batch_rewards(parts: Sequence[GroupBatch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards (R,) and batch-wide group ids (R,) of all parts' rows in order (part k's groups after part k-1's)."""
+    offsets = np.cumsum([0] + [len(p.problems) for p in parts])
+    rewards = torch.cat([p.rewards for p in parts])
+    group_ids = torch.cat([p.group_ids + int(off) for p, off in zip(parts, offsets)])
+    return rewards, group_ids
+
+
+def rollout_metrics(parts: Sequence[GroupBatch]) -> dict[str, float]:
+    """Reward and forcing metrics of scored parts (one step's, or one part's): the module docstring's list."""
+    rewards, group_ids = batch_rewards(parts)
+    forced = torch.cat([p.forced for p in parts])
+    correct = torch.cat([p.correct for p in parts])
+    tasks = [t for p in parts for t in p.tasks]
+    free = ~forced
+    out = group_metrics(rewards[free], group_ids[free], [t for t, f in zip(tasks, free.tolist()) if f], correct[free])
+    num_groups = max(sum(len(p.problems) for p in parts), 1)
+    out.update({
+        "frac_reward_zero_std/after_forcing": frac_zero_std(rewards, group_ids),
+        "forcing_trigger_frac": sum(p.metrics.get("forcing_trigger_frac", 0.0) * len(p.problems) for p in parts) / num_groups,
+        "forced_frac": float(forced.sum()) / num_groups,
     })  # fmt: skip
     if bool(forced.any()):
-        metrics["forced_reward"] = float(rewards[forced].mean())
-    problems = [{k: g[k] for k in ("env", "index", "task", "answer", "solution")} for g in groups]
-    return GroupBatch(
-        rollouts=kept, rewards=rewards, group_ids=group_ids, forced=forced, correct=correct, tasks=tasks,
-        infos=[results[r].info for r in keep], problems=problems, metrics=metrics,
-    )  # fmt: skip
+        out["forced_reward"] = float(rewards[forced].mean())
+    nfe = [p.metrics["tree_nfe"] for p in parts if "tree_nfe" in p.metrics]
+    if nfe:
+        out["tree_nfe"] = float(sum(nfe))
+    return out

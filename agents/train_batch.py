@@ -1,8 +1,8 @@
-"""The pieces one LaViDa-R1 training step is made of (DESIGN section 5), for any ``TrainablePolicy``.
+"""The pieces one LaViDa-R1 training step is made of (docs/design.md, "Training"), for any ``TrainablePolicy``.
 
 Contract:
 
-* :func:`make_envs` -- one env per task of the mixture (``LaViDa/<Task>-v0``, a split,
+* :func:`make_envs` -- one env per task of the mixture (:data:`lavida_envs.TASK_ENV_IDS`, a split,
   ``difficulty``, ``image_size``); sampling problems from them by weight
   (:func:`agents.rollout.sample_problems`) is the ``LaViDa/MultiTask-v0`` mixture.
 * :func:`set_decoding` / :func:`use_decoding` -- sampler settings (LLaDA's names) applied to
@@ -14,8 +14,8 @@ Contract:
   ``config.tree_search`` tasks, else :func:`agents.rollout.collect_groups` with answer
   forcing; parts are kept apart so each is scored by the likelihood at its own width.
 * :func:`rollout_advantages` -- ``gamma * A_distill + (1 - gamma) * A_grpo`` over all parts'
-  rows (groups never span parts); :func:`rollout_metrics` -- TRL-named reward metrics over
-  the free rows and forcing metrics.
+  rows (groups never span parts); :func:`agents.rollout.rollout_metrics` -- TRL-named reward
+  metrics over the free rows and forcing metrics.
 * :func:`sft_rollouts` -- reference solutions of ``problems`` as rollouts, one per task
   (``policy.sft_rollouts(observations, targets)`` when the policy has it, else
   :func:`agents.sft.build_sft_batch`).
@@ -40,21 +40,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import lavida_envs  # noqa: F401  (registers the env ids)
-from agents.losses import distill_advantages, frac_zero_std, grpo_advantages, mix_advantages
+from agents.losses import distill_advantages, grpo_advantages, mix_advantages
 from agents.policy import Rollouts
-from agents.rollout import (
-    ForcingConfig,
-    GroupBatch,
-    Problem,
-    collect_groups,
-    group_metrics,
-    open_problems,
-    score_actions,
-)
+from agents.rollout import ForcingConfig, GroupBatch, Problem, batch_rewards, collect_groups, open_problems
+from lavida_envs import TASK_ENV_IDS
+from lavida_envs.scoring import score_actions
 
 __all__ = [
-    "ENV_IDS",
     "Likelihood",
     "NLLMeter",
     "TrainBatch",
@@ -64,19 +56,10 @@ __all__ = [
     "likelihood",
     "make_envs",
     "rollout_advantages",
-    "rollout_metrics",
     "set_decoding",
     "sft_rollouts",
     "use_decoding",
 ]
-
-#: task name -> env id
-ENV_IDS: dict[str, str] = {
-    "visual_math": "LaViDa/VisualMath-v0",
-    "grounding": "LaViDa/Grounding-v0",
-    "image_edit": "LaViDa/ImageEdit-v0",
-}
-
 
 def derive_seed(*keys: int) -> int:
     """A 63-bit seed from integer keys (e.g. seed, rank, batch, part) via ``numpy.random.SeedSequence``."""
@@ -99,7 +82,7 @@ def make_envs(config: Any, split: str) -> dict[str, gym.Env]:
     """``{task: env}`` for the tasks of ``config`` with weight > 0."""
     difficulty = config.difficulty if config.difficulty == "mixed" else int(config.difficulty)
     return {
-        task: gym.make(ENV_IDS[task], split=split, difficulty=difficulty, image_size=config.image_size)
+        task: gym.make(TASK_ENV_IDS[task], split=split, difficulty=difficulty, image_size=config.image_size)
         for task in config.task_weights
     }
 
@@ -163,40 +146,10 @@ def collect_rollouts(
     return parts
 
 
-def _concat(parts: Sequence[GroupBatch]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards (R,) and batch-wide group ids (R,) of all parts' rows in order."""
-    offsets = np.cumsum([0] + [len(p.problems) for p in parts])
-    rewards = torch.cat([p.rewards for p in parts])
-    group_ids = torch.cat([p.group_ids + int(off) for p, off in zip(parts, offsets)])
-    return rewards, group_ids
-
-
 def rollout_advantages(parts: Sequence[GroupBatch], gamma: float, scale_rewards: str) -> torch.Tensor:
     """LaViDa-R1 rollout weights (R,) over all parts' rows, in order."""
-    rewards, group_ids = _concat(parts)
+    rewards, group_ids = batch_rewards(parts)
     return mix_advantages(gamma, distill_advantages(rewards, group_ids), grpo_advantages(rewards, group_ids, scale_rewards))
-
-
-def rollout_metrics(parts: Sequence[GroupBatch]) -> dict[str, float]:
-    """Reward and forcing metrics of one step's rollout parts (module docstring)."""
-    rewards, group_ids = _concat(parts)
-    forced = torch.cat([p.forced for p in parts])
-    correct = torch.cat([p.correct for p in parts])
-    tasks = [t for p in parts for t in p.tasks]
-    free = ~forced
-    out = group_metrics(rewards[free], group_ids[free], [t for t, f in zip(tasks, free.tolist()) if f], correct[free])
-    num_groups = max(sum(len(p.problems) for p in parts), 1)
-    out.update({
-        "frac_reward_zero_std/after_forcing": frac_zero_std(rewards, group_ids),
-        "forcing_trigger_frac": sum(p.metrics.get("forcing_trigger_frac", 0.0) * len(p.problems) for p in parts) / num_groups,
-        "forced_frac": float(forced.sum()) / num_groups,
-    })  # fmt: skip
-    if bool(forced.any()):
-        out["forced_reward"] = float(rewards[forced].mean())
-    nfe = [p.metrics["tree_nfe"] for p in parts if "tree_nfe" in p.metrics]
-    if nfe:
-        out["tree_nfe"] = float(sum(nfe))
-    return out
 
 
 def sft_rollouts(policy: Any, envs: Mapping[str, Any], problems: Sequence[Problem], order: Sequence[str]) -> list[Rollouts]:
@@ -284,7 +237,7 @@ def evaluate(
                 _, observations = open_problems(envs, chunk)
                 actions = policy.act(observations, 1)
                 for problem, action in zip(chunk, actions):
-                    (res,) = score_actions(env, problem.index, action[:1])
+                    (res,) = score_actions(env, problem.index, action[:1]).steps
                     results.append((res.reward, res.correct))
         out[task] = results
     return out

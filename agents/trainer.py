@@ -65,7 +65,7 @@ from agents.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
 from agents.config import DECODING_KEYS, TrainConfig, parse_config
 from agents.losses import lavida_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
-from agents.rollout import sample_problems
+from agents.rollout import rollout_metrics, sample_problems
 from agents.train_setup import build_policy, forward_attributes, lr_factor
 from agents.train_batch import (
     NLLMeter,
@@ -76,7 +76,6 @@ from agents.train_batch import (
     likelihood,
     make_envs,
     rollout_advantages,
-    rollout_metrics,
     set_decoding,
     sft_rollouts,
 )

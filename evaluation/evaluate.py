@@ -2,8 +2,9 @@
 
 Episodes are the env's problem indices ``start .. start+N-1`` of ``--split`` (for a
 dataset-backed env at most its size), so every run sees the same problems. Observations
-are batched ``--batch-size`` at a time into ``policy.act(observations, K)``; each of the K
-actions is scored by a fresh ``env.reset(options={"index": i})`` + ``env.step(action)``.
+are batched ``--batch-size`` at a time into ``policy.act(observations, K)``; the K actions
+are scored by :func:`lavida_envs.scoring.score_actions` (one ``env.reset(options={"index": i})``,
+then ``env.step(action)`` each: the same as a fresh reset per action).
 Rows are appended to ``samples.jsonl`` (flushed) as episodes finish, so ``--resume``
 continues a killed run without redoing finished episodes; ``results.json`` is always
 computed from the rows sorted by index, so it is the same whatever the batch size, the
@@ -206,39 +207,35 @@ def _act(policy: Any, observations: list[dict], k: int, seeds: list[int]) -> lis
 
 
 def score_episode(env: Any, index: int, actions: Sequence[Any]) -> dict[str, Any]:
-    """Score each action on a fresh ``reset(index)``; the episode's samples.jsonl row."""
-    base = env.unwrapped
-    samples, gold, head = [], None, None
-    for action in actions:
-        obs, reset_info = env.reset(options={"index": index})
-        head = head or {"index": int(index), "difficulty": reset_info.get("difficulty"), "prompt": obs["prompt"]}
-        _, reward, _, _, info = env.step(action)
-        task = info.get("task")
+    """Score the actions on problem ``index`` (:func:`lavida_envs.scoring.score_actions`); the episode's samples.jsonl row."""
+    from lavida_envs.scoring import score_actions
+
+    episode = score_actions(env, index, actions)
+    task = episode.steps[-1].info.get("task") if episode.steps else None
+    gold = env.unwrapped.problem(index).meta.get("box") if task == "grounding" else None
+    samples = []
+    for action, step in zip(actions, episode.steps):
+        info = step.info
         sample = {
             "action": describe_action(action),
             "parsed": jsonable(info.get("parsed")),
-            "reward": float(reward),
-            "reward_components": jsonable(info.get("reward_components", {})),
-            "correct": bool(info.get("correct", False)),
+            "reward": step.reward,
+            "reward_components": jsonable(step.components),
+            "correct": step.correct,
             "metrics": jsonable(info.get("metrics", {})),
             "error": info.get("error"),
         }
-        if task == "grounding":
-            gold = gold if gold is not None else base.problem(index).meta.get("box")
+        if gold is not None:  # grounding rows carry both boxes (gIoU / cIoU in the summary)
             parsed = info.get("parsed")
             pred = parsed.get("grounding") if isinstance(parsed, Mapping) else parsed
-            if gold is not None:
-                sample["box"] = {"pred": jsonable(pred), "gold": [float(v) for v in gold]}
+            sample["box"] = {"pred": jsonable(pred), "gold": [float(v) for v in gold]}
         samples.append(sample)
-        head["task"] = task
     num_correct = sum(s["correct"] for s in samples)
     return {
-        **head,
-        "reward": sum(s["reward"] for s in samples) / len(samples),
-        "correct": num_correct / len(samples),
-        "num_correct": int(num_correct),
-        "samples": samples,
-    }
+        "index": int(index), "difficulty": episode.reset_info.get("difficulty"), "prompt": episode.observation["prompt"],
+        "task": task, "reward": sum(s["reward"] for s in samples) / len(samples),
+        "correct": num_correct / len(samples), "num_correct": int(num_correct), "samples": samples,
+    }  # fmt: skip
 
 
 def episode_seed(seed: int, index: int) -> int:

@@ -16,20 +16,23 @@ __version__ = "0.1.0"
 
 @dataclass(frozen=True)
 class EnvEntry:
-    """One registered environment: its id and the class that implements it."""
+    """One registered environment: its id, the class that implements it and its task (None: a mixture)."""
 
     env_id: str
     entry_point: str
+    task: str | None = None
 
 
 #: Registration is data: every id this package provides.
 ENVS: tuple[EnvEntry, ...] = (
-    EnvEntry("LaViDa/VisualMath-v0", "lavida_envs.tasks.visual_math:VisualMathEnv"),
-    EnvEntry("LaViDa/Grounding-v0", "lavida_envs.tasks.grounding:GroundingEnv"),
-    EnvEntry("LaViDa/ImageEdit-v0", "lavida_envs.tasks.image_edit:ImageEditEnv"),
+    EnvEntry("LaViDa/VisualMath-v0", "lavida_envs.tasks.visual_math:VisualMathEnv", "visual_math"),
+    EnvEntry("LaViDa/Grounding-v0", "lavida_envs.tasks.grounding:GroundingEnv", "grounding"),
+    EnvEntry("LaViDa/ImageEdit-v0", "lavida_envs.tasks.image_edit:ImageEditEnv", "image_edit"),
     EnvEntry("LaViDa/MultiTask-v0", "lavida_envs.tasks.multitask:MultiTaskEnv"),
 )
 ENV_IDS: tuple[str, ...] = tuple(e.env_id for e in ENVS)
+#: Task name -> the id of its single-task env (the trainer's task mixture is built from these).
+TASK_ENV_IDS: dict[str, str] = {e.task: e.env_id for e in ENVS if e.task is not None}
 
 
 def _register_all() -> None:
@@ -40,4 +43,4 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["ENVS", "ENV_IDS", "EnvEntry", "__version__"]
+__all__ = ["ENVS", "ENV_IDS", "TASK_ENV_IDS", "EnvEntry", "__version__"]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_denoiser import MASK_ID, CallCounter, TinyDenoiser
+from tiny_denoiser import MASK_ID, TinyDenoiser
 
 from agents.diffusion.sampler import rebuild_state, sample
-from agents.diffusion.tree import best_leaves, check_branch_steps, tree_rollout, tree_search
-from agents.losses import grpo_advantages
+from agents.diffusion.tree import best_leaves, check_branch_steps, tree_rollout
 from agents.policy import Rollouts
 
 torch.set_num_threads(1)
@@ -27,84 +26,18 @@ def token_mean(sequences: torch.Tensor, prompt_index: torch.Tensor) -> torch.Ten
     return sequences[:, P:].float().mean(1) / 24 + 0.01 * prompt_index.float()
 
 
-def _tree(branch_steps=(0, 4, 8), batch=2, seed=0, model=MODEL, **kw):
-    with torch.no_grad():
-        return tree_search(model, _prompts(batch), None, score_fn=token_mean, num_generations=N,
-                           branch_steps=branch_steps, generator=torch.Generator().manual_seed(seed), **SETTINGS, **kw)  # fmt: skip
-
-
-def test_k_rounds_give_n_times_k_leaves_per_prompt_in_groups():
-    out = _tree()
-    assert out.sequences.shape == (2 * N * 3, P + G)
-    assert out.group_ids.tolist() == [0] * 9 + [1] * 9
-    assert out.round.tolist() == ([0] * N + [1] * N + [2] * N) * 2
-    assert not bool((out.sequences[:, P:] == MASK_ID).any())
-    assert torch.equal(out.rewards, token_mean(out.sequences, out.group_ids))
-    adv = grpo_advantages(out.rewards, out.group_ids)
-    for g in (0, 1):
-        assert abs(float(adv[out.group_ids == g].sum())) < 1e-4  # plain group normalisation over all N*k leaves
-
-
-def test_tree_makes_fewer_model_calls_than_independent_chains_and_skips_the_shared_prefix():
-    out = _tree()
-    assert out.nfe_per_round == [STEPS, STEPS - 4, STEPS - 8]  # a branch only runs the remaining steps
-    assert out.row_evals_per_round == [2 * N * STEPS, 2 * N * (STEPS - 4), 2 * N * (STEPS - 8)]
-    counter = CallCounter(MODEL)
-    with torch.no_grad():  # the same number of leaves as independent chains
-        sample(counter, _prompts().repeat_interleave(3 * N, 0), None, generator=torch.Generator().manual_seed(0), **SETTINGS)
-    assert counter.rows == 2 * 3 * N * STEPS
-    assert out.row_evals < counter.rows
-    assert out.row_evals == 2 * N * (3 * STEPS - 12)
-    assert out.nfe == 3 * STEPS - 12 < 3 * STEPS  # also fewer calls than k rounds of N fresh chains
-
-
-def test_branches_start_from_the_best_leaf_so_far_and_keep_its_prefix():
-    out = _tree()
-    assert set(out.parent[out.round > 0].tolist()) != {0, 9}  # the best leaf is not simply the first one
-    for row in range(len(out.round)):
-        j, g = int(out.round[row]), int(out.group_ids[row])
-        if j == 0:
-            assert int(out.parent[row]) == -1
-            continue
-        earlier = ((out.group_ids == g) & (out.round < j)).nonzero().flatten()
-        best = int(earlier[torch.argmax(out.rewards[earlier])])
-        assert int(out.parent[row]) == best
-        step = (0, 4, 8)[j]
-        kept = out.unmask_step[best] <= step
-        assert torch.equal(out.sequences[row, P:][kept], out.sequences[best, P:][kept])
-        assert torch.equal(out.unmask_step[row][kept], out.unmask_step[best][kept])
-        assert bool((out.unmask_step[row][~kept] > step).all())  # everything else was redone after the branch
-
-
-def test_rebuilt_branch_state_equals_the_samplers_own_state_at_that_step():
-    out = _tree(branch_steps=(0, 5), batch=2, seed=3)
-    states = []
-    with torch.no_grad():  # replay round 0: same prompts, same generator seed
-        sample(MODEL, _prompts(2).repeat_interleave(N, 0), None, generator=torch.Generator().manual_seed(3), on_step=states.append, **SETTINGS)
-    best = best_leaves(out.rewards[out.round == 0], out.group_ids[out.round == 0], 2)  # rows of round 0 (prompt-major)
-    own = states[5]
-    branch = out.branch_states[0]
-    assert branch.step == own.step == 5
-    assert torch.equal(branch.sequences, own.sequences[best])
-    assert torch.equal(branch.unmask_step, own.unmask_step[best])
-    again = rebuild_state(out.sequences[out.round == 0][best], out.unmask_step[out.round == 0][best], 5, P, MASK_ID)
-    assert again.equals(branch)
-
-
-def test_forced_positions_survive_branching():
-    forced_mask = torch.zeros(2, G, dtype=torch.bool)
-    forced_mask[:, -2:] = True
-    forced_ids = torch.full((2, G), 7)
-    out = _tree(forced_ids=forced_ids, forced_mask=forced_mask)
-    assert bool((out.sequences[:, -2:] == 7).all()) and bool((out.unmask_step[:, -2:] == 0).all())
-
-
-def test_one_round_is_plain_sampling_and_bad_schedules_are_rejected():
-    out = _tree(branch_steps=[0])
-    assert out.sequences.shape[0] == 2 * N and out.nfe == STEPS and out.branch_states == []
+def test_bad_schedules_are_rejected():
     for bad in ([], [4, 8], [0, 8, 8], [0, 12]):
         with pytest.raises(ValueError, match="branch_steps"):
             check_branch_steps(bad, STEPS)
+    assert check_branch_steps([0, 4], STEPS) == [0, 4]
+
+
+def test_best_leaves_takes_the_highest_reward_and_the_earliest_on_ties():
+    rewards = torch.tensor([0.1, 0.5, 0.5, 0.9, 0.2, 0.9])
+    assert best_leaves(rewards, torch.tensor([0, 0, 0, 1, 1, 1]), 2).tolist() == [1, 3]
+    with pytest.raises(ValueError, match="group 2"):
+        best_leaves(rewards, torch.tensor([0, 0, 0, 1, 1, 1]), 3)
 
 
 class SamplerPolicy:
@@ -157,6 +90,33 @@ def test_tree_rollout_scores_all_leaves_with_the_env_and_groups_them():
     assert batch.rewards.tolist() == pytest.approx([t.count("f") / G for t in batch.rollouts.texts])
     assert batch.metrics["tree_nfe"] == STEPS + (STEPS - 4) + (STEPS - 8)
     assert batch.tasks == ["letters"] * 18 and not bool(batch.forced.any())
+
+
+class MeanLetterEnv(LetterEnv):
+    """Reward = mean letter position in the alphabet (real-valued, few ties)."""
+
+    def step(self, action):
+        reward = sum(ord(c) - 97 for c in action) / (25 * max(len(action), 1))
+        return None, reward, True, False, {"correct": False, "reward_components": {"mean": reward}}
+
+
+def test_tree_rollout_branches_from_the_best_leaf_so_far_and_keeps_its_prefix():
+    schedule = (0, 4, 8)
+    batch = tree_rollout(SamplerPolicy(), {"letters": MeanLetterEnv()}, [("letters", 1), ("letters", 2)], N,
+                         branch_steps=schedule, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    seqs, record = batch.rollouts.sequences[:, P:], batch.rollouts.unmask_step[:, P:]
+    parents = set()
+    for g in (0, 1):
+        leaves = [g * N * 3 + i for i in range(N * 3)]  # round 0's N rows, round 1's N rows, round 2's N rows
+        for j in (1, 2):
+            earlier = leaves[: j * N]
+            best = earlier[int(torch.argmax(batch.rewards[earlier]))]
+            parents.add(best)
+            for row in leaves[j * N : (j + 1) * N]:
+                kept = record[best] <= schedule[j]
+                assert torch.equal(seqs[row][kept], seqs[best][kept]) and torch.equal(record[row][kept], record[best][kept])
+                assert bool((record[row][~kept] > schedule[j]).all())  # everything else was redone after the branch
+    assert parents != {0, N * 3}  # the best leaf is not simply the first one
 
 
 def test_tree_rollout_names_the_missing_branching_hook():
