@@ -107,7 +107,13 @@ class TrainConfig:
 
     # ----- run -----------------------------------------------------------------------
     phase: str = _field("rl", "'sft' (reference solutions only) or 'rl' (the unified loss).", choices=PHASES)
-    policy: str = _field("diffusion", "'diffusion' (DiffusionPolicy.tiny), 'ar' (ARPolicy.tiny) or a checkpoint dir.")
+    policy: str = _field(
+        "diffusion",
+        "'diffusion' (DiffusionPolicy.tiny), 'ar' (ARPolicy.tiny), 'hf-a2d:DIR' (a HF causal LM run as masked "
+        "diffusion), 'hf-dllm:DIR' (a HF masked-diffusion LM; LLaDA-style, Dream-style when its config is Dream's), "
+        "'hf-dream:DIR' (shifted logits), a checkpoint dir, or module:factory / file.py:factory.",
+    )
+    trust_remote_code: bool = _field(False, "Run the model code shipped in an hf-dllm:/hf-dream: folder (opt-in).")
     init_from: str | None = _field(None, "Checkpoint directory to start the weights from (e.g. the SFT run's output).")
     output_dir: str = _field("runs/lavida", "Where metrics.jsonl, checkpoints and the final policy are written.")
     seed: int = _field(0, "Seed of model init, problem draws, sampling, mask seeds and forcing coins.")

@@ -3,10 +3,13 @@
 * :class:`Policy` -- ``act(observations, num_samples=1) -> list[list[action]]``: for each
   observation ``{"image": uint8[H, W, 3], "prompt": str}``, ``num_samples`` env actions.
 * :func:`as_policy` -- any callable ``obs -> action`` becomes a :class:`Policy`.
-* :class:`TrainablePolicy` -- ``rollout`` (token ids, response masks, decoded actions and,
-  for diffusion, the unmask record) and ``log_likelihood(rollouts, estimator, mask_seed)``
-  (exact log-prob for autoregressive models, an ELBO estimate for diffusion models), plus
-  ``save_pretrained`` / ``from_pretrained``.
+* :class:`TrainablePolicy` -- the complete contract the trainer uses: ``model``, ``decoding``,
+  ``supports_forcing`` / ``supports_tree_search``, ``rollout`` and ``rollout_from`` (token ids,
+  response masks, decoded actions and, for diffusion, the unmask record),
+  ``log_likelihood`` / ``log_likelihood_terms`` (exact log-prob for autoregressive models, an
+  ELBO estimate for diffusion models), ``scored_mask``, ``sft_rollouts``,
+  ``decoding_settings``, ``save_pretrained`` / ``from_pretrained``. :func:`require_trainable`
+  names missing members; :func:`agents.check_policy` checks behaviour.
 * :class:`Rollouts` -- one record per sampled response. Rows are observation-major: row
   ``i * num_samples + j`` is sample ``j`` of observation ``i`` (``prompt_index`` says which).
 
@@ -23,7 +26,10 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
-__all__ = ["CallablePolicy", "Policy", "Rollouts", "TrainablePolicy", "as_policy", "expand_forced"]
+__all__ = [
+    "TRAINABLE_MEMBERS", "CallablePolicy", "Policy", "Rollouts", "TrainablePolicy", "as_policy", "expand_forced",
+    "missing_members", "require_trainable",
+]  # fmt: skip
 
 
 @runtime_checkable
@@ -94,7 +100,24 @@ class Rollouts:
 
 @runtime_checkable
 class TrainablePolicy(Policy, Protocol):
-    """A policy the one trainer can optimise (diffusion or autoregressive backbone)."""
+    """Everything the one trainer calls on a policy (diffusion, autoregressive or Hugging Face backbone).
+
+    :func:`agents.check_policy` runs a policy through every member on tiny inputs. Shapes: ``B``
+    rows, ``L`` columns of ``[left padding, prompt, response]``; tensors come back on the CPU
+    unless said otherwise; likelihoods come back on the model's device with gradients.
+    """
+
+    #: the network the trainer optimises (AdamW over its parameters, prepared by accelerate)
+    model: torch.nn.Module
+    #: sampling settings: a dataclass (``agents.diffusion.DecodingConfig``: ``gen_length``,
+    #: ``steps``, ``block_length``, ``temperature``, ``remasking``, ``threshold``,
+    #: ``task_gen_length``) with ``validate() -> self``; the trainer replaces it with
+    #: ``dataclasses.replace(policy.decoding, ...)`` around rollouts and evaluation
+    decoding: Any
+    #: whether ``rollout(..., forced=...)`` honours forced suffixes (answer forcing); if False it raises ValueError
+    supports_forcing: bool
+    #: whether ``rollout_from`` works (tree search); if False it raises NotImplementedError
+    supports_tree_search: bool
 
     def rollout(
         self,
@@ -103,21 +126,106 @@ class TrainablePolicy(Policy, Protocol):
         forced: Sequence[str | None] | None = None,
         generator: torch.Generator | None = None,
     ) -> Rollouts:
-        """Sample ``num_samples`` responses per observation (``forced``: text suffixes)."""
+        """``num_samples`` responses per observation as :class:`Rollouts` (B = N * num_samples, observation-major).
+
+        ``sequences`` (B, L) long; ``response_mask``/``attention_mask`` (B, L) bool; ``prompt_index``
+        (B,) long; ``texts``/``actions`` B entries (actions are env actions). ``forced``: one text
+        suffix (or None) per observation or per row (:func:`expand_forced`); a forced suffix is the
+        last tokens of the response's text part, unchanged, and ``forced_mask`` marks it. The same
+        seeded ``generator`` gives the same rollouts.
+        """
+        ...
+
+    def rollout_from(
+        self,
+        observations: list[dict],
+        parents: Rollouts,
+        step: int,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Rollouts:
+        """Continue parent row ``i`` (one per observation) ``num_samples`` times from its state after ``step`` steps.
+
+        Tree search. Positions the parent fixed at steps <= ``step`` (and forced positions) are
+        kept; the result has the parents' layout and ``len(observations) * num_samples`` rows.
+        """
         ...
 
     def log_likelihood(self, rollouts: Rollouts, estimator: str, mask_seed: int) -> torch.Tensor:
-        """Per-row log-likelihood (or ELBO estimate) of the responses, with gradients: (B,)."""
+        """Per-row log-likelihood (or ELBO estimate) of the responses, float (B,) with gradients.
+
+        Finite, and deterministic for a fixed ``mask_seed`` (the old, current and reference
+        policies of one batch see the same masks).
+        """
+        ...
+
+    def log_likelihood_terms(
+        self,
+        rollouts: Rollouts,
+        estimator: str,
+        mask_seed: int,
+        num_samples: int = 1,
+        prompt_mask_prob: float = 0.0,
+    ) -> Any:
+        """The whole estimate: an ``agents.diffusion.likelihood.LikelihoodEstimate``.
+
+        ``loglik`` (B,) with gradients (``num_samples`` mask draws averaged), ``token_logp``
+        (B, L) float aligned with the rollouts' columns (zero outside :meth:`scored_mask`, rows
+        summing to ``loglik``), ``scored_count`` (B, L) long. ``prompt_mask_prob`` > 0 (d1's
+        random prompt masking) may be refused with ValueError by policies without it.
+        """
+        ...
+
+    def scored_mask(self, rollouts: Rollouts) -> torch.Tensor:
+        """(B, L) bool: the positions the likelihood scores; a subset of ``response_mask``, never the prompt."""
+        ...
+
+    def sft_rollouts(self, observations: list[dict], targets: list[str | dict]) -> Rollouts:
+        """Reference responses as :class:`Rollouts` (one row per observation; SFT and the ``sft`` regularizer).
+
+        A target is the solution text, or ``{"text", "image"}`` for image-edit problems; rows are
+        laid out as ``rollout`` lays out its responses, so one likelihood call scores both.
+        """
+        ...
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """JSON-able decoding settings (recorded with results and checkpoints)."""
         ...
 
     def save_pretrained(self, path: str) -> None:
-        """Write everything needed to rebuild the policy to directory ``path``."""
+        """Write everything needed to rebuild the policy to directory ``path`` (weights, tokenizer, metadata)."""
         ...
 
     @classmethod
     def from_pretrained(cls, path: str) -> TrainablePolicy:
-        """Rebuild a policy saved with ``save_pretrained``."""
+        """Rebuild a policy saved with ``save_pretrained``: same weights, decoding and outputs."""
         ...
+
+
+#: every member of :class:`TrainablePolicy` (attributes and methods)
+TRAINABLE_MEMBERS: tuple[str, ...] = (
+    "act", "model", "decoding", "supports_forcing", "supports_tree_search", "rollout", "rollout_from",
+    "log_likelihood", "log_likelihood_terms", "scored_mask", "sft_rollouts", "decoding_settings",
+    "save_pretrained", "from_pretrained",
+)  # fmt: skip
+
+
+def missing_members(policy: Any) -> list[str]:
+    """The :class:`TrainablePolicy` members ``policy`` lacks (empty when it has them all)."""
+    return [name for name in TRAINABLE_MEMBERS if not hasattr(policy, name)]
+
+
+def require_trainable(policy: Any) -> Any:
+    """``policy`` itself; ``TypeError`` naming the missing :class:`TrainablePolicy` members otherwise."""
+    missing = missing_members(policy)
+    if missing:
+        raise TypeError(
+            f"{type(policy).__name__} is not a TrainablePolicy: it lacks {missing} (see agents.policy.TrainablePolicy; "
+            "run agents.check_policy(policy) for what each member must do)"
+        )
+    if not isinstance(policy.model, torch.nn.Module):
+        raise TypeError(f"{type(policy).__name__}.model must be a torch.nn.Module, got {type(policy.model).__name__}")
+    return policy
 
 
 class CallablePolicy:

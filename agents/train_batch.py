@@ -7,8 +7,8 @@ Contract:
   (:func:`agents.rollout.sample_problems`) is the ``LaViDa/MultiTask-v0`` mixture.
 * :func:`set_decoding` / :func:`use_decoding` -- sampler settings (LLaDA's names) applied to
   the fields the policy's ``decoding`` dataclass has (with ``task``, ``gen_length`` goes to
-  its ``task_gen_length`` when it has one), for good or inside a block; a policy without a
-  ``decoding`` dataclass samples with its own settings.
+  its ``task_gen_length`` when it has one), by replacing it with a validated copy, for good
+  or inside a block.
 * :func:`collect_rollouts` -- one :class:`agents.rollout.GroupBatch` per task present in
   ``problems``: tree search (:func:`agents.diffusion.tree.tree_rollout`) for
   ``config.tree_search`` tasks, else :func:`agents.rollout.collect_groups` with answer
@@ -17,13 +17,10 @@ Contract:
   rows (groups never span parts); :func:`agents.rollout.rollout_metrics` -- TRL-named reward
   metrics over the free rows and forcing metrics.
 * :func:`sft_rollouts` -- reference solutions of ``problems`` as rollouts, one per task
-  (``policy.sft_rollouts(observations, targets)`` when the policy has it, else
-  :func:`agents.sft.build_sft_batch`).
-* :func:`likelihood` -- a :class:`Likelihood`: ``loglik`` (B,) from the policy's
-  ``log_likelihood_terms`` when it has one (with per-position ``token_logp`` for text/image
-  NLL), else ``log_likelihood`` averaged over ``samples`` derived mask seeds; ``scored``
-  = ``policy.scored_mask(rollouts)`` when it has one, else ``response_mask`` (token counts of
-  the loss). :class:`NLLMeter` sums per-token NLL of text and image-code positions
+  (``policy.sft_rollouts(observations, targets)``).
+* :func:`likelihood` -- a :class:`Likelihood`: ``loglik`` (B,) and per-position ``token_logp``
+  (text/image NLL) from ``policy.log_likelihood_terms`` (``samples`` mask draws); ``scored``
+  = ``policy.scored_mask(rollouts)`` (token counts of the loss). :class:`NLLMeter` sums per-token NLL of text and image-code positions
   (``extras["code_mask"]``) over the scored positions.
 * :func:`evaluate` -- greedy (temperature 0) held-out rewards on test problems
   ``rank, rank + world, ... < eval_episodes`` of each task: ``{task: [(reward, correct)]}``.
@@ -88,17 +85,19 @@ def make_envs(config: Any, split: str) -> dict[str, gym.Env]:
 
 
 def set_decoding(policy: Any, settings: Mapping[str, Any], task: str | None = None) -> Any:
-    """Apply ``settings`` to ``policy.decoding`` (the fields it has); returns the previous value."""
-    current = getattr(policy, "decoding", None)
-    if current is None or not is_dataclass(current):
-        return current
+    """Replace ``policy.decoding`` by a copy with ``settings`` (the fields it has); returns the previous value."""
+    current = policy.decoding
+    if not is_dataclass(current):
+        raise TypeError(
+            f"{type(policy).__name__}.decoding must be a dataclass (e.g. agents.diffusion.DecodingConfig), "
+            f"got {type(current).__name__}"
+        )
     names = {f.name for f in fields(current)}
     changes = {k: v for k, v in settings.items() if k in names}
     if task is not None and "task_gen_length" in names and "gen_length" in settings:
         changes = {k: v for k, v in changes.items() if k != "gen_length"}
         changes["task_gen_length"] = {**current.task_gen_length, task: int(settings["gen_length"])}
-    updated = replace(current, **changes)
-    policy.decoding = updated.validate() if callable(getattr(updated, "validate", None)) else updated
+    policy.decoding = replace(current, **changes).validate()
     return current
 
 
@@ -109,8 +108,7 @@ def use_decoding(policy: Any, settings: Mapping[str, Any], task: str | None = No
     try:
         yield
     finally:
-        if previous is not None:
-            policy.decoding = previous
+        policy.decoding = previous
 
 
 def _by_task(problems: Sequence[Problem], order: Sequence[str]) -> dict[str, list[Problem]]:
@@ -153,15 +151,14 @@ def rollout_advantages(parts: Sequence[GroupBatch], gamma: float, scale_rewards:
 
 
 def sft_rollouts(policy: Any, envs: Mapping[str, Any], problems: Sequence[Problem], order: Sequence[str]) -> list[Rollouts]:
-    """Reference-solution rows of ``problems``, one :class:`Rollouts` per task (module docstring)."""
-    from agents.sft import build_sft_batch, reference_action
+    """Reference-solution rows of ``problems``, one :class:`Rollouts` per task (``policy.sft_rollouts``)."""
+    from agents.sft import reference_action
 
-    build = getattr(policy, "sft_rollouts", None)
     out = []
     for task, probs in _by_task(problems, order).items():
         groups, observations = open_problems(envs, probs)
         targets = [reference_action(envs[g["env"]], g) for g in groups]
-        out.append(build(observations, targets) if callable(build) else build_sft_batch(policy, observations, targets))
+        out.append(policy.sft_rollouts(observations, targets))
     return out
 
 
@@ -183,18 +180,10 @@ def likelihood(
     policy: Any, rollouts: Rollouts, estimator: str, mask_seed: int, samples: int = 1, prompt_mask_prob: float = 0.0
 ) -> Likelihood:
     """The policy's log-likelihood estimate of ``rollouts`` (module docstring); ``prompt_mask_prob``: d1's."""
-    scored_mask = getattr(policy, "scored_mask", None)
-    scored = (scored_mask(rollouts) if callable(scored_mask) else rollouts.response_mask).to(torch.bool)
-    terms = getattr(policy, "log_likelihood_terms", None)
-    if callable(terms):
-        extra = {"prompt_mask_prob": prompt_mask_prob} if prompt_mask_prob else {}
-        estimate = terms(rollouts, estimator, mask_seed, samples, **extra)
-        return Likelihood(estimate.loglik, estimate.token_logp, scored)
-    if prompt_mask_prob:
-        raise ValueError(f"prompt_mask_prob={prompt_mask_prob} needs a policy with log_likelihood_terms")
-    seeds = [mask_seed] + [derive_seed(mask_seed, k) for k in range(1, samples)]
-    loglik = torch.stack([policy.log_likelihood(rollouts, estimator, s) for s in seeds]).mean(0)
-    return Likelihood(loglik, None, scored)
+    scored = policy.scored_mask(rollouts).to(torch.bool)
+    extra = {"prompt_mask_prob": prompt_mask_prob} if prompt_mask_prob else {}
+    estimate = policy.log_likelihood_terms(rollouts, estimator, mask_seed, samples, **extra)
+    return Likelihood(estimate.loglik, estimate.token_logp, scored)
 
 
 class NLLMeter:

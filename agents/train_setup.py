@@ -1,8 +1,10 @@
 """Building a training run: the policy a config names, the learning-rate schedule, DDP attribute forwarding.
 
-* :func:`build_policy` -- ``init_from`` or ``policy``: ``diffusion`` (``DiffusionPolicy.tiny``),
-  ``ar`` (``baselines.autoregressive.ARPolicy.tiny``), else any spec of
-  :func:`baselines.specs.resolve_policy` (a checkpoint folder, ``module:factory``, ``file.py:factory``).
+* :func:`build_policy` -- ``init_from`` or ``policy`` as a trainable spec of
+  :func:`agents.specs.trainable_policy`: ``diffusion``, ``ar``, ``hf-a2d:DIR``, ``hf-dllm:DIR``,
+  ``hf-dream:DIR``, a checkpoint folder, ``module:factory`` / ``file.py:factory``.
+* :func:`check_capabilities` -- refuse a config that needs answer forcing or tree search from
+  a policy whose ``supports_forcing`` / ``supports_tree_search`` is False.
 * :func:`lr_factor` -- multiplier of ``learning_rate`` per global step: ``sft_learning_rate /
   learning_rate`` during the ``sft_steps`` warm start of phase ``rl``, then linear warm-up over
   ``warmup_steps`` and ``lr_scheduler_type`` (constant | linear | cosine, to 0 at ``max_steps``).
@@ -20,23 +22,29 @@ import torch
 
 from agents.config import TrainConfig
 
-__all__ = ["build_policy", "forward_attributes", "lr_factor"]
+__all__ = ["build_policy", "check_capabilities", "forward_attributes", "lr_factor"]
 
 
 def build_policy(config: TrainConfig) -> Any:
-    """The policy ``config`` names: ``diffusion`` / ``ar`` (tiny, seeded) or a checkpoint (``init_from`` first)."""
-    spec = config.init_from or config.policy
-    if spec == "diffusion":
-        from agents.diffusion.policy import DiffusionPolicy
+    """The :class:`agents.policy.TrainablePolicy` ``config`` names (``init_from`` first; :func:`agents.specs.trainable_policy`)."""
+    from agents.specs import trainable_policy
 
-        return DiffusionPolicy.tiny(seed=config.seed)
-    if spec == "ar":
-        from baselines.autoregressive import ARPolicy  # type: ignore[import-not-found]
+    return trainable_policy(config.init_from or config.policy, seed=config.seed, trust_remote_code=config.trust_remote_code)
 
-        return ARPolicy.tiny(seed=config.seed)
-    from baselines.specs import resolve_policy
 
-    return resolve_policy(spec)
+def check_capabilities(policy: Any, config: TrainConfig) -> None:
+    """``ValueError`` naming the config key when ``config`` asks for answer forcing or tree search the policy lacks."""
+    name = type(policy).__name__
+    if config.answer_forcing and config.forcing_prob > 0 and config.forcing_tasks and not policy.supports_forcing:
+        raise ValueError(
+            f"{name} cannot force answer suffixes (supports_forcing is False) but the config has answer_forcing: true; "
+            "set answer_forcing: false (or --answer_forcing false)"
+        )
+    if config.tree_search and not policy.supports_tree_search:
+        raise ValueError(
+            f"{name} cannot continue rollouts from an intermediate state (supports_tree_search is False) but the config "
+            f"has tree_search: {list(config.tree_search)}; set tree_search: []"
+        )
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:

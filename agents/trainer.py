@@ -38,9 +38,11 @@ rollout rows (a masked-diffusion model exposes no exact per-position entropy of 
 samples; TRL computes the exact per-token entropy of an autoregressive model's logits). The
 collapse alarm (:class:`agents.metrics_log.CollapseAlarm`) watches ``reward`` and it.
 
-Any :class:`agents.policy.TrainablePolicy` with a ``model`` (``torch.nn.Module``) trains
-here; the loop asks the policy for what differs (``decoding`` settings,
-``log_likelihood_terms``, ``sft_rollouts``, ``rollout_from`` for tree search).
+Any :class:`agents.policy.TrainablePolicy` trains here; the loop calls only that Protocol's
+members (``decoding``, ``rollout``, ``rollout_from`` for tree search, ``log_likelihood_terms``,
+``scored_mask``, ``sft_rollouts``, ``save_pretrained``/``from_pretrained``). A policy without
+answer forcing or tree search (``supports_forcing`` / ``supports_tree_search`` False) is refused
+at start when the config asks for them.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ from agents.config import DECODING_KEYS, TrainConfig, parse_config
 from agents.losses import lavida_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
 from agents.rollout import rollout_metrics, sample_problems
-from agents.train_setup import build_policy, forward_attributes, lr_factor
+from agents.policy import require_trainable
+from agents.train_setup import build_policy, check_capabilities, forward_attributes, lr_factor
 from agents.train_batch import (
     NLLMeter,
     TrainBatch,
@@ -111,8 +114,7 @@ class Trainer:
         )  # fmt: skip
         set_seed(c.seed)
         self.policy = policy if policy is not None else build_policy(c)
-        if not isinstance(getattr(self.policy, "model", None), torch.nn.Module):
-            raise TypeError(f"{type(self.policy).__name__} has no .model (torch.nn.Module) for the trainer to optimise")
+        check_capabilities(require_trainable(self.policy), c)
         set_decoding(self.policy, {k: getattr(c, k) for k in DECODING_KEYS})
         for task in c.tasks:
             set_decoding(self.policy, {"gen_length": c.decoding_for(task)["gen_length"]}, task)

@@ -3,7 +3,7 @@
 Exports are lazy, so ``import baselines`` stays cheap (torch/transformers load on first use):
 ``RandomPolicy``, ``ConstantPolicy``, ``OraclePolicy`` (:mod:`baselines.simple`),
 ``HFCausalLMPolicy``, ``HFVLMPolicy``, ``HFDiffusionLMPolicy`` (:mod:`baselines.hf`) and
-``resolve_policy`` (:mod:`baselines.specs`) and ``ARPolicy`` (:mod:`baselines.autoregressive`).
+``resolve_policy`` (:mod:`baselines.specs`) and ``ARPolicy`` (re-exported from :mod:`agents.autoregressive`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _EXPORTS: dict[str, str] = {
     "HFVLMPolicy": "baselines.hf_vlm",
     "HFDiffusionLMPolicy": "baselines.hf_dllm",
     "resolve_policy": "baselines.specs",
-    "ARPolicy": "baselines.autoregressive",
+    "ARPolicy": "agents.autoregressive.policy",
 }
 
 __all__ = sorted(_EXPORTS)

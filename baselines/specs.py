@@ -8,7 +8,7 @@ Forms (DESIGN section 4), checked in this order:
   :mod:`baselines.hf` (local folders only);
 * ``<dir>`` -- a LaViDa checkpoint: its ``policy_config.json`` ``format`` picks the class
   (``lavida-diffusion-policy`` -> ``agents.DiffusionPolicy``; ``lavida-ar-policy`` ->
-  ``baselines.autoregressive.ARPolicy``) and ``Class.from_pretrained(dir, **kw)`` loads it;
+  ``agents.autoregressive.ARPolicy``) and ``Class.from_pretrained(dir, **kw)`` loads it;
   a plain Hugging Face model folder is refused with the ``hf*:`` spec to use;
 * ``module:factory`` or ``path/to/file.py:factory`` -- imports the module (or file) and
   calls ``factory(**kw)``; the result (or the attribute itself, if it already has ``act``)
@@ -20,15 +20,13 @@ Forms (DESIGN section 4), checked in this order:
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable
+
+from agents.specs import CHECKPOINT_FORMATS, checkpoint_class, load_target  # noqa: F401  (re-exported)
+from agents.specs import import_target as _import_target
 
 __all__ = ["CHECKPOINT_FORMATS", "SPEC_FORMS", "resolve_policy"]
 
@@ -36,11 +34,6 @@ SPEC_FORMS = (
     "random | constant | oracle | hf:<dir> | hf-vlm:<dir> | hf-dllm:<dir> | <checkpoint dir> | "
     "module:factory | path/to/file.py:factory"
 )
-#: policy_config.json "format" -> "module:Class" with a from_pretrained(dir, **kw) classmethod
-CHECKPOINT_FORMATS: dict[str, str] = {
-    "lavida-diffusion-policy": "agents.diffusion.policy:DiffusionPolicy",
-    "lavida-ar-policy": "baselines.autoregressive:ARPolicy",
-}
 _SIMPLE = {"random": "RandomPolicy", "constant": "ConstantPolicy", "oracle": "OraclePolicy"}
 _ADAPTERS = {
     "hf": "baselines.hf_causal:HFCausalLMPolicy",
@@ -49,9 +42,7 @@ _ADAPTERS = {
 }
 
 
-def _load(target: str) -> Any:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+_load = load_target
 
 
 def _construct(cls: Callable[..., Any], spec: str, args: tuple, kw: dict[str, Any]) -> Any:
@@ -80,37 +71,8 @@ def _checkpoint(folder: Path, spec: str, kw: dict[str, Any]) -> Any:
                 f"(no policy_config.json); use {hint}"
             )
         raise ValueError(f"{spec!r} is a directory but not a policy checkpoint: no policy_config.json in it")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{meta_path}: cannot read policy_config.json ({exc})") from None
-    fmt = meta.get("format") if isinstance(meta, dict) else None
-    if fmt not in CHECKPOINT_FORMATS:
-        raise ValueError(f"{meta_path}: unknown checkpoint format {fmt!r}; known: {sorted(CHECKPOINT_FORMATS)}")
-    try:
-        cls = _load(CHECKPOINT_FORMATS[fmt])
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"{meta_path}: format {fmt!r} needs {CHECKPOINT_FORMATS[fmt]}, which is unavailable: {exc}")
+    cls = checkpoint_class(folder)
     return _construct(cls.from_pretrained, spec, (str(folder),), kw)
-
-
-def _import_target(spec: str, source: str) -> Any:
-    if source.endswith(".py"):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise ValueError(f"policy spec {spec!r}: file {source!r} not found")
-        name = f"lavida_policy_{path.stem}_{hashlib.blake2b(str(path.resolve()).encode(), digest_size=4).hexdigest()}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise ValueError(f"policy spec {spec!r}: cannot import {source!r}")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
-        module_spec.loader.exec_module(module)
-        return module
-    try:
-        return importlib.import_module(source)
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"policy spec {spec!r}: cannot import module {source!r} ({exc})") from None
 
 
 def _from_factory(spec: str, kw: dict[str, Any]) -> Any:

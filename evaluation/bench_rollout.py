@@ -8,7 +8,7 @@ moves +1 (p=0.9) or +2 (p=0.1) letters per position (mod the alphabet). Decoders
 (e.g. the AR baseline) can be added to the same table. Prints, per method: generated tokens/s, speedup
 over one token per step, batched model calls, mean denoising steps per row (a row leaves the
 batch once done under threshold decoding) and the fraction of responses that follow the walk rule.
-The autoregressive rows time the AR baseline's network (``baselines.ar_model.ARModel``: Llama + the
+The autoregressive rows time the AR baseline's network (``agents.autoregressive.model.ARModel``: Llama + the
 same patch encoder), sized to the diffusion model's parameter count and trained as long with
 next-token cross-entropy, decoding with ``generate`` and a KV cache (and without, for reference).
 ``--cache DIR`` saves the trained model so repeated runs (and ``bench likelihood``) skip training.
@@ -78,7 +78,7 @@ def model_fn_of(model) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Te
 
 def tiny_ar_model(task: WalkTask, seed: int = 0, hidden: int = 128, layers: int = 4):
     """The AR baseline's network with about :func:`tiny_model`'s parameter count (MLP width adjusted)."""
-    from baselines.ar_model import ARConfig, ARModel
+    from agents.autoregressive.model import ARConfig, ARModel
 
     target = sum(p.numel() for p in tiny_model(task, seed, hidden, layers).parameters())
     values = dict(vocab_size=FIRST_LETTER + task.letters, hidden_size=hidden, num_hidden_layers=layers,
@@ -93,7 +93,7 @@ def ar_method(model, task: WalkTask, temperature: float, use_cache: bool = True)
     """A table row: the AR model's ``generate`` (greedy, or Gumbel-max sampling with a seeded generator)."""
     from transformers import GenerationConfig, LogitsProcessorList
 
-    from baselines.ar_model import AllowedTokens, GumbelSampling
+    from agents.autoregressive.model import AllowedTokens, GumbelSampling
 
     letters = torch.zeros(model.config.vocab_size, dtype=torch.bool)
     letters[FIRST_LETTER:FIRST_LETTER + task.letters] = True

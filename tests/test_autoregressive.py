@@ -15,8 +15,8 @@ from agents.diffusion.policy import DecodingConfig
 from agents.diffusion.rows import NEG_LOGIT
 from agents.losses import token_grpo_loss
 from agents.sft import SFTConfig, build_sft_batch, sft_examples, train_sft
-from baselines import ARPolicy
-from baselines.ar_model import positions
+from agents.autoregressive import ARPolicy
+from agents.autoregressive.model import positions
 from task_envs import ENVS
 
 

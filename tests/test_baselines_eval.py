@@ -19,7 +19,7 @@ from tiny_hf import save_tiny_causal_lm, save_tiny_masked_lm, save_tiny_vlm
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory) -> dict[str, str]:
     from agents.diffusion.policy import DiffusionPolicy
-    from baselines.autoregressive import ARPolicy
+    from agents.autoregressive import ARPolicy
 
     root = tmp_path_factory.mktemp("baselines")
     for name, policy in (("diffusion", DiffusionPolicy.tiny(seed=0)), ("ar", ARPolicy.tiny(seed=0))):

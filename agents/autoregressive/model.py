@@ -1,4 +1,4 @@
-"""The autoregressive baseline's network: a Llama causal LM with the diffusion model's patch image input.
+"""The autoregressive agent's network: a Llama causal LM with the diffusion model's patch image input.
 
 Contract:
 
@@ -19,7 +19,7 @@ Contract:
   (``logits / T + Gumbel noise`` from a seeded ``torch.Generator``, so a greedy ``generate``
   draws exactly from ``softmax(logits / T)`` and is reproducible).
 
-``import baselines.ar_model`` registers ``lavida_ar`` with ``AutoConfig`` and ``AutoModelForCausalLM``.
+``import agents.autoregressive.model`` registers ``lavida_ar`` with ``AutoConfig`` and ``AutoModelForCausalLM``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``ARPolicy``: the autoregressive baseline -- a tiny causal LM acting on env observations.
+"""``ARPolicy``: the autoregressive agent backbone -- a tiny causal LM acting on env observations.
 
 Contract (DESIGN section 4): implements :class:`agents.policy.Policy` and
 :class:`agents.policy.TrainablePolicy` with the diffusion policy's inputs and outputs, so the
@@ -6,12 +6,12 @@ one trainer, the evaluation and the rewards treat both alike.
 
 * Same tokenizer (:func:`agents.diffusion.tokenizer.build_tokenizer`), codec, prompt
   (``num_patches`` ``<image>`` placeholders then the prompt text: the image is a prefix of
-  patch embeddings, :class:`baselines.ar_model.ARModel`), response layout
+  patch embeddings, :class:`agents.autoregressive.model.ARModel`), response layout
   (:class:`agents.diffusion.layout.ResponseLayout`: ``text_length`` text positions, ``<eos>``
   padded; image tasks then ``<boi>``, ``grid * grid`` codes, ``<eoi>``) and decoding of
   responses into env actions (:func:`agents.diffusion.layout.decode_response`) as
-  :class:`agents.DiffusionPolicy`; ``prompt_ids``, ``layout``, ``pixel_values`` and ``act``
-  are that class's methods.
+  :class:`agents.DiffusionPolicy`; ``prompt_ids``, ``layout``, ``pixel_values``, ``act`` and
+  ``sft_rollouts`` come from their shared base :class:`agents.token_policy.TokenPolicy`.
 * ``rollout(observations, num_samples, forced=None, generator=None) -> Rollouts``: rows sharing
   a layout are generated together by ``model.generate`` with a KV cache: the text left to
   right until ``<eos>`` (or ``text_length`` tokens; the rest is ``<eos>`` padding), then for
@@ -21,7 +21,8 @@ one trainer, the evaluation and the rewards treat both alike.
   ``generator`` (reproducible). ``response_mask`` marks the *sampled* positions (text up to and
   including the first ``<eos>``, and the codes), as TRL's completion mask; ``unmask_step`` is
   None; ``extras``: ``task``, ``code_mask``, ``nfe`` (model calls). Answer forcing (``forced``
-  suffixes) needs a bidirectional model and raises ``ValueError``.
+  suffixes) needs a bidirectional model and raises ``ValueError`` (``supports_forcing`` is False);
+  so does ``rollout_from`` (no intermediate denoising state: ``supports_tree_search`` is False).
 * ``token_log_probs(rollouts) -> (B, L)``: EXACT per-token log-probs of the sampled positions
   (:meth:`ARPolicy.scored_mask`; 0 elsewhere) under the same vocabulary constraints as
   sampling, with ``logits / T`` when ``T > 0`` (as TRL's GRPOTrainer); for token-level losses
@@ -52,11 +53,12 @@ from transformers import AutoTokenizer, GenerationConfig, LogitsProcessorList, P
 from agents.diffusion.codec import ImageCodec, codec_from_dict
 from agents.diffusion.layout import ResponseLayout, decode_response, task_of
 from agents.diffusion.likelihood import LikelihoodEstimate
-from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta, seeded_parts
+from agents.autoregressive.model import AllowedTokens, ARConfig, ARModel, GumbelSampling, positions
+from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, read_policy_meta, seeded_parts
 from agents.diffusion.rows import NEG_LOGIT, RowBatch, assemble
 from agents.diffusion.tokenizer import SpecialIds
 from agents.policy import Rollouts, expand_forced
-from baselines.ar_model import AllowedTokens, ARConfig, ARModel, GumbelSampling, positions
+from agents.token_policy import TokenPolicy
 
 __all__ = ["FORMAT", "ARPolicy"]
 
@@ -68,16 +70,11 @@ TINY_CONFIG: dict[str, Any] = dict(
 )  # fmt: skip
 
 
-class ARPolicy:
+class ARPolicy(TokenPolicy):
     """Causal-LM policy over env observations (text answers and edited images), trained by the same trainer."""
 
-    # Observation -> prompt ids / response layout / image tensor, and act(): the diffusion policy's own code.
-    prompt_ids = DiffusionPolicy.prompt_ids
-    layout = DiffusionPolicy.layout
-    pixel_values = DiffusionPolicy.pixel_values
-    act = DiffusionPolicy.act
-    device = DiffusionPolicy.device
-    _setup = DiffusionPolicy._setup
+    supports_forcing = False
+    supports_tree_search = False
 
     def __init__(
         self,
@@ -87,7 +84,7 @@ class ARPolicy:
         decoding: DecodingConfig | None = None,
         seed: int = 0,
     ) -> None:
-        self._setup(model, tokenizer, codec, decoding, seed, token_fields=("image",))
+        self._setup(model, tokenizer, codec, decoding or DecodingConfig(), seed, token_fields=("image",))
         is_code = torch.zeros(model.config.vocab_size, dtype=torch.bool)
         is_code[self.ids.code_start : self.ids.code_end] = True
         text = ~is_code
@@ -171,6 +168,20 @@ class ARPolicy:
         rollouts.pixel_values = pixel_values.cpu()
         rollouts.extras.update(task=[tasks[i] for i in obs_of_row], nfe=nfe)
         return rollouts
+
+    def rollout_from(
+        self,
+        observations: list[dict],
+        parents: Rollouts,
+        step: int,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Rollouts:
+        """Not supported: an autoregressive rollout has no intermediate denoising state to branch from."""
+        raise NotImplementedError(
+            "ARPolicy cannot continue a rollout from an intermediate denoising state (tree search); "
+            "set tree_search: [] in the config (configs/ar_grpo.yaml does)"
+        )
 
     @torch.no_grad()
     def _generate_group(

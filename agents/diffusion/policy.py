@@ -37,11 +37,12 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from agents.diffusion.codec import ImageCodec, PaletteCodec, codec_from_dict
-from agents.diffusion.layout import IMAGE_TASKS, ResponseLayout, decode_response, image_tensor, task_of
+from agents.diffusion.layout import decode_response, task_of
 from agents.diffusion.model import DiffusionConfig, DiffusionModel
 from agents.diffusion.rows import RowBatch, assemble, tagged_model_fn, with_tags
 from agents.diffusion.tokenizer import SpecialIds, build_tokenizer, special_ids
 from agents.policy import Rollouts, expand_forced
+from agents.token_policy import TokenPolicy
 
 if TYPE_CHECKING:
     from agents.diffusion.likelihood import LikelihoodEstimate
@@ -113,7 +114,7 @@ def seeded_parts(
     return model, tokenizer, codec
 
 
-class DiffusionPolicy:
+class DiffusionPolicy(TokenPolicy):
     """Masked-diffusion policy over env observations (text answers and edited images)."""
 
     def __init__(
@@ -124,28 +125,7 @@ class DiffusionPolicy:
         decoding: DecodingConfig | None = None,
         seed: int = 0,
     ) -> None:
-        self._setup(model, tokenizer, codec, decoding, seed, token_fields=("mask", "image"))
-
-    def _setup(self, model, tokenizer, codec, decoding, seed, token_fields: tuple[str, ...]) -> None:
-        """Store the parts and check tokenizer, codec and model config agree (shared with ARPolicy)."""
-        self.model = model
-        self.tokenizer = tokenizer
-        self.codec = codec if codec is not None else PaletteCodec()
-        self.decoding = (decoding or DecodingConfig()).validate()
-        self.seed = int(seed)
-        self.ids = special_ids(tokenizer)
-        self._prompt_cache: dict[str, list[int]] = {}
-        if self.ids.codebook_size != self.codec.codebook_size:
-            raise ValueError(
-                f"tokenizer has {self.ids.codebook_size} image-code tokens but the codec's codebook has "
-                f"{self.codec.codebook_size}; build the tokenizer with build_tokenizer(codec.codebook_size)"
-            )
-        if model.config.vocab_size < len(tokenizer):
-            raise ValueError(f"model vocab_size {model.config.vocab_size} < tokenizer size {len(tokenizer)}")
-        for name in token_fields:
-            value, config_value = getattr(self.ids, name), getattr(model.config, f"{name}_token_id")
-            if config_value != value:
-                raise ValueError(f"model config {name}_token_id={config_value} but the tokenizer's is {value}")
+        self._setup(model, tokenizer, codec, decoding or DecodingConfig(), seed, token_fields=("mask", "image"))
 
     # ----- construction -------------------------------------------------------------
     @classmethod
@@ -163,51 +143,11 @@ class DiffusionPolicy:
         model, tokenizer, codec = seeded_parts(seed, codec, make_model)
         return cls(model, tokenizer, codec, decoding, seed=seed)
 
-    @property
-    def device(self) -> torch.device:
-        """Where the model's parameters live."""
-        return next(self.model.parameters()).device
-
     def decoding_settings(self) -> dict[str, Any]:
         """The decoding settings as a JSON-able dict (recorded with results)."""
         return asdict(self.decoding)
 
-    # ----- inputs -------------------------------------------------------------------
-    def prompt_ids(self, observation: dict) -> list[int]:
-        """Image placeholders then the prompt text's token ids."""
-        text = observation.get("prompt", "")
-        if not isinstance(text, str):
-            raise ValueError(f"observation 'prompt' must be a str, got {type(text).__name__}")
-        if text not in self._prompt_cache:
-            if len(self._prompt_cache) >= 4096:
-                self._prompt_cache.clear()
-            tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._prompt_cache[text] = [self.ids.image] * self.model.config.num_patches + list(tokens)
-        return list(self._prompt_cache[text])
-
-    def layout(self, task: str) -> ResponseLayout:
-        """The response layout for ``task``."""
-        grid = self.codec.grid if task in IMAGE_TASKS else 0
-        return ResponseLayout(self.decoding.text_length(task), grid)
-
-    def pixel_values(self, observations: list[dict]) -> torch.Tensor:
-        """(N, 3, S, S) float images in [-1, 1] at the model's image size."""
-        size = self.model.config.image_size
-        if not observations:
-            return torch.zeros(0, 3, size, size)
-        return torch.stack([image_tensor(obs["image"], size) for obs in observations])
-
-    def suffix_ids(self, suffix: str | None) -> list[int] | None:
-        """Token ids of a forced text suffix."""
-        return None if suffix is None else self.tokenizer(suffix, add_special_tokens=False)["input_ids"]
-
     # ----- Policy / TrainablePolicy ---------------------------------------------------
-    def act(self, observations: list[dict], num_samples: int = 1) -> list[list[Any]]:
-        """``num_samples`` env actions per observation (seeded by the policy's seed)."""
-        generator = torch.Generator().manual_seed(self.seed)
-        actions = self.rollout(observations, num_samples, generator=generator).actions
-        return [actions[i * num_samples : (i + 1) * num_samples] for i in range(len(observations))]
-
     def rollout(
         self,
         observations: list[dict],
