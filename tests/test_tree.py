@@ -43,6 +43,8 @@ def test_best_leaves_takes_the_highest_reward_and_the_earliest_on_ties():
 class SamplerPolicy:
     """A minimal policy over the real sampler + TinyDenoiser with the ``rollout_from`` branching hook."""
 
+    supports_tree_search = True
+
     def _prompt(self, observations):
         return torch.tensor([[ord(c) % 20 for c in obs["prompt"][:P]] for obs in observations])
 
@@ -122,6 +124,7 @@ def test_tree_rollout_branches_from_the_best_leaf_so_far_and_keeps_its_prefix():
 def test_tree_rollout_names_the_missing_branching_hook():
     class NoHook:
         rollout = SamplerPolicy.rollout
+        supports_tree_search = False
 
     with pytest.raises(TypeError, match="rollout_from"):
         tree_rollout(NoHook(), {"letters": LetterEnv()}, [("letters", 1)], N, branch_steps=[0, 4])
