@@ -4,7 +4,8 @@
   appended and flushed at once, written by the main process only; non-finite numbers are
   written as ``null`` (valid JSON). On resume from step ``s`` the rows after ``s`` (written
   by the killed run after its last checkpoint) are dropped first, so the file ends up
-  identical to an uninterrupted run's. Rows also go to the accelerator's trackers
+  identical to an uninterrupted run's; so is a cut-off last line (killed mid-write), while a
+  corrupt line before it raises ``ValueError`` naming the file and line. Rows also go to the accelerator's trackers
   (``report_to``), when it has any.
 * :class:`CollapseAlarm` -- the collapse signal of DESIGN section 7: over the last
   ``window`` steps, the reward's second-half mean is at least ``reward_drop`` (absolute)
@@ -36,6 +37,33 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _parse(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, row)`` of each row of a metrics file; a cut-off last line is dropped, a corrupt one raises."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    rows = []
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+            row = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if number == len(lines):  # no newline after it: the write was cut off
+                break
+            raise ValueError(
+                f"{path}: line {number} is not valid JSON ({exc}); delete that line (or the file, losing the "
+                "log), or train into a new output_dir"
+            ) from None
+        if not isinstance(row, dict) or isinstance(row.get("step", 0), bool) or not isinstance(row.get("step", 0), int):
+            raise ValueError(
+                f"{path}: line {number} is not a metrics row with an integer 'step' ({line[:80]!r}); delete that "
+                "line, or train into a new output_dir"
+            )
+        rows.append((line, row))
+    return rows
+
+
 class MetricsLog:
     """Append-only JSONL metrics file (main process only) mirrored to accelerate trackers."""
 
@@ -52,10 +80,11 @@ class MetricsLog:
             self._truncate_after(resume_step)
 
     def _truncate_after(self, step: int) -> None:
-        with open(self.path, encoding="utf-8") as f:
-            kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-        with open(self.path, "w", encoding="utf-8") as f:
+        kept = [line + "\n" for line, row in _parse(self.path) if row.get("step", 0) <= step]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(kept)
+        os.replace(tmp, self.path)
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (must hold ``step``) and send it to the trackers."""
@@ -70,9 +99,8 @@ class MetricsLog:
 
     @staticmethod
     def read(path: str) -> list[dict[str, Any]]:
-        """All rows of a metrics file."""
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        """All rows of a metrics file; a cut-off last line (a run killed mid-write) is dropped."""
+        return [row for _, row in _parse(path)]
 
 
 class CollapseAlarm:

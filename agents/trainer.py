@@ -63,7 +63,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import gather_object, set_seed
 from tqdm import tqdm
 
-from agents.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
+from agents.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
 from agents.config import DECODING_KEYS, TrainConfig, parse_config
 from agents.losses import lavida_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
@@ -367,7 +367,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"lavida train: {exc}", file=sys.stderr)
         return 2
-    Trainer(config).train()
+    try:
+        trainer = Trainer(config)
+    except CheckpointError as exc:  # a truncated, corrupt or foreign --resume_from checkpoint (named in exc)
+        print(f"lavida train: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        if not config.resume_from:
+            raise
+        print(f"lavida train: {exc}", file=sys.stderr)
+        return 2
+    trainer.train()
     return 0
 
 

@@ -96,13 +96,25 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None, cached: torch.Tensor | None = None, start: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(output, k, v)`` for hidden states ``x`` (batch, n, hidden); ``k``, ``v`` (batch, heads, n, head_dim).
+
+        With ``cached`` (batch, 2, heads, L, head_dim), ``x`` holds positions ``start .. start+n-1``
+        of a length-L sequence and attends to their fresh keys/values spliced into the cached ones.
+        """
         b, n, d = x.shape  # (batch, seq, hidden)
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.num_heads, d // self.num_heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (batch, heads, seq, head_dim)
+        fresh_k, fresh_v = k, v
+        if cached is not None:
+            ck, cv = cached[:, 0], cached[:, 1]
+            k = torch.cat([ck[:, :, :start], k, ck[:, :, start + n :]], 2)
+            v = torch.cat([cv[:, :, :start], v, cv[:, :, start + n :]], 2)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
         x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(b, n, d)))
-        return x + self.dropout(self.mlp(self.norm2(x)))
+        return x + self.dropout(self.mlp(self.norm2(x))), fresh_k, fresh_v
 
 
 class DiffusionModel(PreTrainedModel):
@@ -150,16 +162,8 @@ class DiffusionModel(PreTrainedModel):
         patches = self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))  # (B, d, g, g)
         return patches.flatten(2).transpose(1, 2) + self.patch_positions
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        pixel_values: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        **kwargs,
-    ) -> MaskedLMOutput:
-        """Logits (batch, seq, vocab) for every position of ``input_ids``."""
-        b, n = input_ids.shape
+    def _embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings (batch, seq, hidden) with image placeholders replaced by patch embeddings."""
         x = self.embed_tokens(input_ids)  # (batch, seq, hidden)
         is_image = input_ids == self.config.image_token_id
         if pixel_values is not None:
@@ -172,26 +176,73 @@ class DiffusionModel(PreTrainedModel):
             x = x.masked_scatter(is_image[..., None], self.encode_image(pixel_values).to(x.dtype))
         elif bool(is_image.any()):
             raise ValueError("input_ids hold image placeholder tokens but pixel_values is None")
+        return x
+
+    def _positions(self, b: int, n: int, attention_mask: torch.Tensor | None, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Position ids (batch, seq) counting attended tokens only, and the key mask (batch, 1, 1, seq)."""
         if attention_mask is None:
-            positions = torch.arange(n, device=input_ids.device).expand(b, n)
-            key_mask = None
+            positions, key_mask = torch.arange(n, device=device).expand(b, n), None
         else:
             attention_mask = attention_mask.to(torch.long)
             positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-            key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, seq)
+            key_mask = attention_mask.bool()[:, None, None, :]
         if int(positions.max()) >= self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence of {int(positions.max()) + 1} tokens exceeds max_position_embeddings "
                 f"{self.config.max_position_embeddings}; shorten gen_length or raise the config value"
             )
-        x = x + self.embed_positions(positions)
+        return positions, key_mask
+
+    def _run(self, x: torch.Tensor, key_mask, cache: torch.Tensor | None = None, start: int = 0):
+        """Logits and the stacked keys/values (batch, layers, 2, heads, n, head_dim) of every block."""
+        kvs = []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block(x, key_mask, None if cache is None else cache[:, i], start)
+            kvs.append(torch.stack([k, v], 1))
+        return self.lm_head(self.norm(x)), torch.stack(kvs, 1)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """Logits (batch, seq, vocab) for every position of ``input_ids``."""
+        b, n = input_ids.shape
+        positions, key_mask = self._positions(b, n, attention_mask, input_ids.device)
+        x = self._embed(input_ids, pixel_values) + self.embed_positions(positions)
         for block in self.blocks:
-            x = block(x, key_mask)
+            x = block(x, key_mask)[0]
         logits = self.lm_head(self.norm(x))  # (batch, seq, vocab)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
         return MaskedLMOutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def encode_with_cache(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (B, L, V), cache (B, layers, 2, heads, L, head_dim))``: a full forward that keeps every key/value."""
+        b, n = input_ids.shape
+        positions, key_mask = self._positions(b, n, attention_mask, input_ids.device)
+        return self._run(self._embed(input_ids, pixel_values) + self.embed_positions(positions), key_mask)
+
+    @torch.no_grad()
+    def forward_window(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, start: int, end: int, cache: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (B, end-start, V) of positions ``start:end`` of ``input_ids`` (B, L), every other position's keys/values
+        taken from ``cache`` (from :meth:`encode_with_cache` on the same rows); the window may not hold image placeholders."""
+        b, n = input_ids.shape
+        positions, key_mask = self._positions(b, n, attention_mask, input_ids.device)
+        window = input_ids[:, start:end]
+        if bool((window == self.config.image_token_id).any()):
+            raise ValueError("a cached window may not hold image placeholder tokens; start it after the prompt")
+        x = self.embed_tokens(window) + self.embed_positions(positions[:, start:end])
+        return self._run(x, key_mask, cache, start)[0]
 
 
 AutoConfig.register(DiffusionConfig.model_type, DiffusionConfig, exist_ok=True)

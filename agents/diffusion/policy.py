@@ -333,8 +333,16 @@ def read_policy_meta(
     meta_path = os.path.join(path, POLICY_CONFIG)
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"{meta_path} not found: {path!r} is not a {kind} checkpoint")
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_path}: not valid JSON ({exc}); the checkpoint is truncated or corrupt: save it again or use another") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: holds a {type(meta).__name__}, not a policy config object; save the policy again")
+    from agents.checkpoint import check_policy_files  # model and tokenizer files: named errors before loading
+
+    check_policy_files(path)
     if fmt is not None and meta.get("format") != fmt:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {fmt!r}; load it with its own class")
     for key in ("decoding", "codec"):

@@ -25,7 +25,7 @@ from agents.diffusion.model import DiffusionModel
 from agents.diffusion.tokenizer import SpecialIds
 from agents.policy import Rollouts
 
-__all__ = ["NEG_LOGIT", "RowBatch", "assemble", "tagged_model_fn", "with_tags"]
+__all__ = ["NEG_LOGIT", "RowBatch", "TaggedModelFn", "assemble", "tagged_model_fn", "with_tags"]
 
 #: Logit given to tokens a position may not hold (finite, so no NaN in softmax or CE).
 NEG_LOGIT = -1e9
@@ -114,6 +114,62 @@ def with_tags(sequences: torch.Tensor, attention: torch.Tensor, *masks: torch.Te
     return (torch.cat([tags, sequences], 1), *(torch.cat([false, m.bool()], 1) for m in (attention, *masks)))
 
 
+class TaggedModelFn:
+    """``model_fn(input_ids, attention_mask) -> logits`` over tagged rows with vocabulary constraints.
+
+    ``pixel_values`` (N, 3, S, S) and ``code_mask`` / ``response_mask`` (N, L) are indexed by
+    the tag in column 0. Code positions may only hold image codes; the other response
+    positions never hold ``<mask>``, ``<pad>``, ``<image>``, ``<boi>``, ``<eoi>`` or codes.
+    Also a :class:`agents.diffusion.sampler.CachingModelFn` (``encode`` / ``window``) when the
+    model has ``encode_with_cache`` / ``forward_window``.
+    """
+
+    def __init__(self, model, pixel_values, code_mask, response_mask, ids: SpecialIds) -> None:
+        device = code_mask.device
+        is_code = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
+        is_code[ids.code_start : ids.code_end] = True
+        text_banned = is_code.clone()
+        text_banned[[ids.mask, ids.pad, ids.image, ids.boi, ids.eoi]] = True
+        self.model, self.pixel_values, self.ids = model, pixel_values, ids
+        self.code_mask, self.text_mask = code_mask, response_mask & ~code_mask
+        self.code_banned, self.text_banned = ~is_code, text_banned
+        #: whether ``encode``/``window`` work (the model has ``encode_with_cache`` and ``forward_window``)
+        self.supports_cache = callable(getattr(model, "encode_with_cache", None)) and callable(
+            getattr(model, "forward_window", None)
+        )
+
+    def _clean(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+        rows = input_ids[:, 0]
+        clean = input_ids.clone()
+        clean[:, 0] = self.ids.pad
+        if attention_mask is not None:
+            attention_mask = attention_mask.clone()
+            attention_mask[:, 0] = False
+        pv = None if self.pixel_values is None else self.pixel_values[rows]
+        return rows, clean, attention_mask, pv
+
+    def _constrain(self, logits: torch.Tensor, rows: torch.Tensor, columns: slice) -> torch.Tensor:
+        logits = logits.masked_fill(self.code_mask[rows, columns][..., None] & self.code_banned, NEG_LOGIT)
+        return logits.masked_fill(self.text_mask[rows, columns][..., None] & self.text_banned, NEG_LOGIT)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        rows, clean, attention_mask, pv = self._clean(input_ids, attention_mask)
+        logits = self.model(clean, pixel_values=pv, attention_mask=attention_mask).logits  # (B, L, V)
+        return self._constrain(logits, rows, slice(None))
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Constrained logits (B, L, V) and the model's KV cache of every position."""
+        rows, clean, attention_mask, pv = self._clean(input_ids, attention_mask)
+        logits, cache = self.model.encode_with_cache(clean, pixel_values=pv, attention_mask=attention_mask)
+        return self._constrain(logits, rows, slice(None)), cache
+
+    def window(self, input_ids, attention_mask, start: int, end: int, cache: torch.Tensor) -> torch.Tensor:
+        """Constrained logits (B, end-start, V) of positions ``start:end`` against ``cache``."""
+        rows, clean, attention_mask, _ = self._clean(input_ids, attention_mask)
+        logits = self.model.forward_window(clean, attention_mask, start, end, cache)
+        return self._constrain(logits, rows, slice(start, end))
+
+
 def tagged_model_fn(
     model: DiffusionModel,
     pixel_values: torch.Tensor | None,
@@ -121,29 +177,5 @@ def tagged_model_fn(
     response_mask: torch.Tensor,
     ids: SpecialIds,
 ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
-    """``model_fn(input_ids, attention_mask) -> logits`` over tagged rows with vocabulary constraints.
-
-    ``pixel_values`` (N, 3, S, S) and ``code_mask`` / ``response_mask`` (N, L) are indexed by
-    the tag in column 0. Code positions may only hold image codes; the other response
-    positions never hold ``<mask>``, ``<pad>``, ``<image>``, ``<boi>``, ``<eoi>`` or codes.
-    """
-    device = code_mask.device
-    is_code = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
-    is_code[ids.code_start : ids.code_end] = True
-    text_banned = is_code.clone()
-    text_banned[[ids.mask, ids.pad, ids.image, ids.boi, ids.eoi]] = True
-    text_mask = response_mask & ~code_mask
-
-    def model_fn(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        rows = input_ids[:, 0]
-        clean = input_ids.clone()
-        clean[:, 0] = ids.pad
-        if attention_mask is not None:
-            attention_mask = attention_mask.clone()
-            attention_mask[:, 0] = False
-        pv = None if pixel_values is None else pixel_values[rows]
-        logits = model(clean, pixel_values=pv, attention_mask=attention_mask).logits  # (B, L, V)
-        logits = logits.masked_fill(code_mask[rows][..., None] & ~is_code, NEG_LOGIT)
-        return logits.masked_fill(text_mask[rows][..., None] & text_banned, NEG_LOGIT)
-
-    return model_fn
+    """A :class:`TaggedModelFn` over ``model`` (kept as the function-style constructor)."""
+    return TaggedModelFn(model, pixel_values, code_mask, response_mask, ids)

@@ -39,7 +39,8 @@ Contract (``sample``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol, Sequence, runtime_checkable
+import warnings
 
 import torch
 
@@ -47,6 +48,83 @@ from agents.diffusion.masking import get_num_transfer_tokens
 
 ModelFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 REMASKING = ("low_confidence", "random")
+#: KV-cache modes (see :class:`CachingModelFn`); ``none`` is the exact reference.
+CACHE_MODES = ("none", "prefix", "dual")
+
+
+@runtime_checkable
+class CachingModelFn(Protocol):
+    """A model function that can also run on a window of positions against cached keys/values.
+
+    ``encode(input_ids (B, L), attention_mask) -> (logits (B, L, V), cache)``: a full forward;
+    ``cache`` is one tensor with the batch first (row ``i`` of the cache belongs to row ``i`` of
+    the input), holding every layer's keys and values of every position.
+    ``window(input_ids (B, L), attention_mask, start, end, cache) -> logits (B, end-start, V)``:
+    the logits of positions ``start:end`` computed from their current tokens, attending to the
+    cached keys/values of every other position (``start`` is never inside the prompt).
+    """
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor: ...
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def window(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, start: int, end: int, cache: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
+_WARNED: set[str] = set()
+
+
+def resolve_cache(model_fn: ModelFn, cache: str) -> str:
+    """``cache``, or ``"none"`` (warning once per model type) when ``model_fn`` cannot take a KV cache."""
+    check_cache(cache)
+    if cache == "none" or (isinstance(model_fn, CachingModelFn) and getattr(model_fn, "supports_cache", True)):
+        return cache
+    name = type(model_fn).__name__
+    if name not in _WARNED:
+        _WARNED.add(name)
+        warnings.warn(
+            f"cache={cache!r} needs a model function with encode()/window() (agents.diffusion.sampler.CachingModelFn); "
+            f"{name} has none, so this model decodes without a KV cache (cache='none')",
+            stacklevel=3,
+        )
+    return "none"
+
+
+class _KVStore:
+    """Per-row KV caches of a sampler call and the block each was built for (-1: none yet)."""
+
+    def __init__(self, batch: int, device: torch.device) -> None:
+        self.cache: torch.Tensor | None = None
+        self.block = torch.full((batch,), -1, dtype=torch.long, device=device)
+        self.batch = batch
+
+    def logits(self, model_fn: CachingModelFn, x, mask, idx, blocks, plan: _Plan, mode: str) -> tuple[torch.Tensor, int]:
+        """Response logits (n, G, V) of rows ``idx`` (valid inside each row's current block ``blocks``) and the calls made."""
+        p, out, calls = plan.prompt_len, None, 0
+        stale = self.block[idx] != blocks
+        if bool(stale.any()):  # block boundary: one full forward refreshes the row's cache
+            rows = idx[stale]
+            logits, cache = model_fn.encode(x[rows], None if mask is None else mask[rows])
+            if self.cache is None:
+                self.cache = torch.zeros((self.batch, *cache.shape[1:]), dtype=cache.dtype, device=cache.device)
+            self.cache[rows] = cache
+            self.block[rows] = blocks[stale]
+            calls += 1
+            out = torch.zeros((len(idx), plan.gen_length, logits.shape[-1]), dtype=logits.dtype, device=logits.device)
+            out[stale] = logits[:, p:]
+        for block in blocks[~stale].unique().tolist():
+            pick = (~stale) & (blocks == block)
+            rows = idx[pick]
+            start = p + plan.block_starts[block]
+            end = start + plan.block_sizes[block] if mode == "dual" else p + plan.gen_length
+            logits = model_fn.window(x[rows], None if mask is None else mask[rows], start, end, self.cache[rows])
+            calls += 1
+            if out is None:
+                out = torch.zeros((len(idx), plan.gen_length, logits.shape[-1]), dtype=logits.dtype, device=logits.device)
+            out[pick, start - p : end - p] = logits
+        return out, calls
 
 
 @dataclass
@@ -95,10 +173,57 @@ class SampleOutput:
 class _Plan:
     prompt_len: int
     gen_length: int
-    block_length: int
-    num_blocks: int
-    steps: int
-    steps_per_block: int
+    block_sizes: tuple[int, ...]  # response positions per block, left to right
+    block_steps: tuple[int, ...]  # denoising steps per block (fixed schedule)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_sizes)
+
+    @property
+    def steps(self) -> int:
+        return sum(self.block_steps)
+
+    @property
+    def block_starts(self) -> tuple[int, ...]:
+        """Response offset of each block's first position."""
+        out, start = [], 0
+        for size in self.block_sizes:
+            out.append(start)
+            start += size
+        return tuple(out)
+
+    def block_of_step(self, step: int) -> tuple[int, int]:
+        """``(block, inner)``: the block a 0-based fixed-schedule ``step`` works on and its index within it."""
+        for block, count in enumerate(self.block_steps):
+            if step < count:
+                return block, step
+            step -= count
+        raise ValueError("step past the schedule")
+
+    def block_of_position(self, positions: torch.Tensor) -> torch.Tensor:
+        """Block index of response offsets ``positions`` (any shape)."""
+        bounds = torch.tensor(self.block_starts[1:], device=positions.device)
+        return torch.bucketize(positions, bounds, right=True)
+
+
+def split_steps(steps: int, block_sizes: Sequence[int]) -> tuple[int, ...]:
+    """``steps`` shared among blocks in proportion to their sizes (largest remainder; each 1..size)."""
+    total = sum(block_sizes)
+    if not 1 <= len(block_sizes) <= steps <= total:
+        raise ValueError(
+            f"steps ({steps}) must be between the number of blocks ({len(block_sizes)}) and the response length ({total})"
+        )
+    exact = [steps * size / total for size in block_sizes]
+    out = [max(1, min(size, int(x))) for x, size in zip(exact, block_sizes)]
+    order = sorted(range(len(out)), key=lambda i: (-(exact[i] - int(exact[i])), i))
+    while sum(out) != steps:
+        grow = sum(out) < steps
+        for i in order if grow else reversed(order):
+            if (grow and out[i] < block_sizes[i]) or (not grow and out[i] > 1):
+                out[i] += 1 if grow else -1
+                break
+    return tuple(out)
 
 
 def _validate(prompt_ids, attention_mask, gen_length, steps, block_length, temperature, remasking, threshold):
@@ -108,13 +233,25 @@ def _validate(prompt_ids, attention_mask, gen_length, steps, block_length, tempe
         raise ValueError(
             f"attention_mask must match prompt_ids {tuple(prompt_ids.shape)}, got {tuple(attention_mask.shape)}"
         )
-    for name, value in (("gen_length", gen_length), ("steps", steps), ("block_length", block_length)):
+    for name, value in (("gen_length", gen_length), ("steps", steps)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if remasking not in REMASKING:
+        raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
+    check_threshold(threshold)
+    if not isinstance(block_length, int):  # explicit block sizes
+        sizes = tuple(int(b) for b in block_length)
+        if not sizes or min(sizes) < 1 or sum(sizes) != gen_length:
+            raise ValueError(f"block sizes {list(block_length)} must be positive and sum to gen_length ({gen_length})")
+        return _Plan(prompt_ids.shape[1], gen_length, sizes, split_steps(steps, sizes))
+    if block_length < 1:
+        raise ValueError(f"block_length must be a positive int, got {block_length!r}")
     if gen_length % block_length:
         raise ValueError(
             f"gen_length ({gen_length}) must be divisible by block_length ({block_length}); "
-            f"use block_length={gen_length} for a single block"
+            f"use block_length={gen_length} for a single block, or a list of block sizes"
         )
     num_blocks = gen_length // block_length
     if steps % num_blocks:
@@ -122,13 +259,21 @@ def _validate(prompt_ids, attention_mask, gen_length, steps, block_length, tempe
             f"steps ({steps}) must be divisible by the number of blocks "
             f"(gen_length / block_length = {num_blocks}); e.g. steps={num_blocks * max(1, steps // num_blocks)}"
         )
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if remasking not in REMASKING:
-        raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1] or None, got {threshold}")
-    return _Plan(prompt_ids.shape[1], gen_length, block_length, num_blocks, steps, steps // num_blocks)
+    return _Plan(prompt_ids.shape[1], gen_length, (block_length,) * num_blocks, (steps // num_blocks,) * num_blocks)
+
+
+def check_threshold(threshold: float | None, owner: str = "threshold") -> float | None:
+    """``threshold`` if it is None or in (0, 1]; else ``ValueError`` naming ``owner`` (the one threshold rule)."""
+    if threshold is not None and not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"{owner} must be in (0, 1] or None, got {threshold}")
+    return threshold
+
+
+def check_cache(cache: str, owner: str = "cache") -> str:
+    """``cache`` if it is one of :data:`CACHE_MODES`; else ``ValueError`` naming ``owner``."""
+    if cache not in CACHE_MODES:
+        raise ValueError(f"{owner} must be one of {CACHE_MODES}, got {cache!r}")
+    return cache
 
 
 def _initial_state(prompt_ids, forced_ids, forced_mask, plan: _Plan, mask_id: int) -> SamplerState:
@@ -171,28 +316,30 @@ def _check_state(state: SamplerState, prompt_ids, plan: _Plan, threshold) -> Sam
 
 
 def _scheduled_work(response, unmask_step, plan: _Plan, step: int, mask_id: int):
-    """Eligible positions (B, G) and tokens to unmask per row (B,) at ``step`` of the fixed schedule."""
-    block, inner = divmod(step, plan.steps_per_block)
-    start, end = block * plan.block_length, (block + 1) * plan.block_length
+    """Eligible positions (B, G), tokens to unmask per row (B,) and the block at ``step`` of the fixed schedule."""
+    block, inner = plan.block_of_step(step)
+    start = plan.block_starts[block]
+    end, block_steps = start + plan.block_sizes[block], plan.block_steps[block]
     masked = response == mask_id
     eligible = masked.clone()
     eligible[:, end:] = False  # earlier blocks are complete in any state the sampler produced
     in_block = slice(start, end)
     block_total = masked[:, in_block].sum(1) + (unmask_step[:, in_block] >= 1).sum(1)
-    quota = get_num_transfer_tokens(block_total, plan.steps_per_block)[:, inner]
+    quota = get_num_transfer_tokens(block_total, block_steps)[:, inner]
     available = eligible.sum(1)
-    last_step_of_block = inner == plan.steps_per_block - 1
+    last_step_of_block = inner == block_steps - 1
     quota = available if last_step_of_block else torch.minimum(quota, available)
-    return eligible, quota
+    return eligible, quota, torch.full_like(quota, block)
 
 
 def _threshold_work(response, plan: _Plan, mask_id: int):
-    """Eligible positions (B, G): masked positions in each row's first block that still has masks."""
+    """Eligible positions (B, G) -- masked positions in each row's first block that still has masks -- and that block (B,)."""
     masked = response == mask_id
     positions = torch.arange(plan.gen_length, device=response.device)
-    first = torch.where(masked, positions, plan.gen_length).min(dim=1).values  # (B,)
-    current_block = first // plan.block_length
-    return masked & ((positions // plan.block_length).unsqueeze(0) == current_block.unsqueeze(1))
+    first = torch.where(masked, positions, plan.gen_length - 1).min(dim=1).values  # (B,)
+    current_block = plan.block_of_position(first)
+    of_position = plan.block_of_position(positions)
+    return masked & (of_position.unsqueeze(0) == current_block.unsqueeze(1)), current_block
 
 
 def _uniform(shape, generator, device, dtype=torch.float32):
@@ -257,7 +404,7 @@ def sample(
     *,
     gen_length: int,
     steps: int,
-    block_length: int,
+    block_length: int | Sequence[int],
     temperature: float = 0.0,
     remasking: str = "low_confidence",
     threshold: float | None = None,
@@ -268,12 +415,16 @@ def sample(
     state: SamplerState | None = None,
     suppress_ids: list[int] | None = None,
     on_step: Callable[[SamplerState], None] | None = None,
+    cache: str = "none",
 ) -> SampleOutput:
     """Denoise a fully masked response after each prompt (see the module docstring); runs without grad.
 
     ``on_step`` (optional) receives a copy of the state before the first step and after every step.
+    ``cache`` (``none`` | ``prefix`` | ``dual``) needs a :class:`CachingModelFn`; other model
+    functions fall back to ``none`` with one warning.
     """
     plan = _validate(prompt_ids, attention_mask, gen_length, steps, block_length, temperature, remasking, threshold)
+    mode = resolve_cache(model_fn, cache)
     if state is None:
         current = _initial_state(prompt_ids, forced_ids, forced_mask, plan, mask_id)
     elif forced_ids is not None or forced_mask is not None:
@@ -287,6 +438,7 @@ def sample(
         full_mask = torch.cat([attention_mask.to(torch.bool), ones], dim=1)
     banned = sorted({int(mask_id), *(int(i) for i in (suppress_ids or []))})
     x, record, step, start, nfe = current.sequences, current.unmask_step, current.step, current.step, 0
+    store = _KVStore(batch, prompt_ids.device) if mode != "none" else None
     if on_step is not None:
         on_step(SamplerState(x.clone(), record.clone(), step))
     while True:
@@ -294,26 +446,32 @@ def sample(
         if threshold is None:
             if step >= plan.steps:
                 break
-            eligible, quota = _scheduled_work(response, record, plan, step, mask_id)
+            eligible, quota, blocks = _scheduled_work(response, record, plan, step, mask_id)
             rows = quota > 0
         else:
-            eligible = _threshold_work(response, plan, mask_id)
+            eligible, blocks = _threshold_work(response, plan, mask_id)
             rows = eligible.any(dim=1)
             if not bool(rows.any()):
                 break
         step += 1
         if bool(rows.any()):
             idx = rows.nonzero(as_tuple=True)[0]
-            logits = model_fn(x[idx], None if full_mask is None else full_mask[idx])
-            nfe += 1
-            if logits.dim() != 3 or tuple(logits.shape[:2]) != (idx.numel(), x.shape[1]):
-                raise ValueError(f"model_fn must return (B, L, V) logits for {(idx.numel(), x.shape[1])}, got {tuple(logits.shape)}")
+            if store is None:
+                logits = model_fn(x[idx], None if full_mask is None else full_mask[idx])
+                if logits.dim() != 3 or tuple(logits.shape[:2]) != (idx.numel(), x.shape[1]):
+                    raise ValueError(
+                        f"model_fn must return (B, L, V) logits for {(idx.numel(), x.shape[1])}, got {tuple(logits.shape)}"
+                    )
+                logits, calls = logits[:, prompt_len:], 1
+            else:
+                logits, calls = store.logits(model_fn, x, full_mask, idx, blocks[idx], plan, mode)
+            nfe += calls
             if max(banned) >= logits.shape[-1] or min(banned) < 0:
                 raise ValueError(f"mask_id/suppress_ids {banned} out of range for vocab size {logits.shape[-1]}")
             tokens, confidence = _predict(
-                logits[:, prompt_len:], eligible[idx], temperature=temperature, remasking=remasking,
+                logits, eligible[idx], temperature=temperature, remasking=remasking,
                 banned=banned, generator=generator,
-            )
+            )  # fmt: skip
             rank = _rank(confidence)
             if threshold is None:
                 transfer = rank < quota[idx].unsqueeze(1)
