@@ -39,6 +39,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from agents.diffusion.codec import ImageCodec, PaletteCodec, codec_from_dict
 from agents.diffusion.layout import decode_response, task_of
 from agents.diffusion.model import DiffusionConfig, DiffusionModel
+from agents.diffusion.sampler import check_cache, check_threshold
 from agents.diffusion.rows import RowBatch, assemble, tagged_model_fn, with_tags
 from agents.diffusion.tokenizer import SpecialIds, build_tokenizer, special_ids
 from agents.policy import Rollouts, expand_forced
@@ -66,6 +67,7 @@ class DecodingConfig:
     remasking: str = "low_confidence"
     threshold: float | None = None
     task_gen_length: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TASK_GEN_LENGTH))
+    cache: str = "none"  # KV cache: none (exact reference) | prefix | dual (agents.diffusion.sampler)
 
     def validate(self) -> DecodingConfig:
         """Raise ``ValueError`` naming the bad field; return self."""
@@ -77,8 +79,8 @@ class DecodingConfig:
             raise ValueError(f"DecodingConfig.remasking must be 'low_confidence' or 'random', got {self.remasking!r}")
         if self.temperature < 0:
             raise ValueError(f"DecodingConfig.temperature must be >= 0, got {self.temperature}")
-        if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"DecodingConfig.threshold must be in (0, 1] or None, got {self.threshold}")
+        check_threshold(self.threshold, "DecodingConfig.threshold")
+        check_cache(self.cache, "DecodingConfig.cache")
         bad = {k: v for k, v in self.task_gen_length.items() if not isinstance(v, int) or v < 1}
         if bad:
             raise ValueError(f"DecodingConfig.task_gen_length values must be positive ints, got {bad}")
@@ -88,17 +90,22 @@ class DecodingConfig:
         """Text positions of a response for ``task``."""
         return int(self.task_gen_length.get(task, self.gen_length))
 
-    def plan(self, length: int) -> tuple[int, int]:
-        """``(steps, block_length)`` for a response of ``length`` positions.
+    def plan(self, length: int, text_length: int | None = None) -> tuple[int, int | tuple[int, ...]]:
+        """``(steps, block_length or block sizes)`` for a response of ``length`` positions.
 
-        ``block_length`` falls back to one block when it does not divide ``length``; ``steps``
-        is the total number of denoising steps (at most one per position), rounded up to a
-        multiple of the number of blocks.
+        Blocks of ``block_length`` when it divides ``length``; otherwise, for an image response
+        (``text_length`` text positions, then the image span), two blocks -- the text, then the
+        image -- so a KV cache has a finished block to skip; otherwise one block. ``steps`` is
+        the total number of denoising steps (at most one per position), rounded up to a multiple
+        of the number of equal blocks (two unequal blocks share it in proportion to their sizes).
         """
-        block = self.block_length if length % self.block_length == 0 else length
-        blocks = length // block
         steps = min(length, self.steps)
-        return -(-steps // blocks) * blocks, block
+        if length % self.block_length == 0:
+            blocks = length // self.block_length
+            return -(-steps // blocks) * blocks, self.block_length
+        if text_length is not None and 0 < text_length < length:
+            return max(2, steps), (text_length, length - text_length)
+        return steps, length
 
 
 def seeded_parts(
@@ -211,7 +218,7 @@ class DiffusionPolicy(TokenPolicy):
         try:
             for layout, rows in batch.groups().items():
                 prompt_ids, attention, forced_ids, forced_mask, codes, resp = batch.group_inputs(rows, self.ids)
-                steps, block = self.decoding.plan(layout.length)
+                steps, block = self.decoding.plan(layout.length, layout.text_length if layout.grid else None)
                 state = None
                 if parents is not None:
                     parent_rows = [obs_of_row[r] for r in rows]
@@ -230,6 +237,7 @@ class DiffusionPolicy(TokenPolicy):
                     forced_ids=None if forced_ids is None else forced_ids.to(self.device),
                     forced_mask=None if forced_mask is None else forced_mask.to(self.device),
                     generator=generator, suppress_ids=[self.ids.pad, self.ids.image], state=state,
+                    cache=self.decoding.cache,
                 )  # fmt: skip
                 nfe += out.nfe
                 for k, row in enumerate(rows):
