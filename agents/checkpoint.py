@@ -185,9 +185,14 @@ def _decode_record(value: dict, path: str, where: str) -> Any:
                 object.__setattr__(obj, k, v)
         return obj
     if kind in ("dict", "set") and isinstance(value.get("items"), list):
-        if kind == "set":
-            return {decode_state(v, path, f"{where}{{}}") for v in value["items"]}
-        return {k: decode_state(v, path, f"{where}[{k!r}]") for k, v in value["items"]}
+        try:
+            if kind == "set":
+                return {decode_state(v, path, f"{where}{{}}") for v in value["items"]}
+            return {k: decode_state(v, path, f"{where}[{k!r}]") for k, v in value["items"]}
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{path}: field {where} is not a valid {kind} record ({exc}); {_FIX}") from None
     raise CheckpointError(f"{path}: field {where} is an unknown record {kind!r}; {_FIX}")
 
 

@@ -153,6 +153,25 @@ def test_truncated_checkpoint_file_is_named(run, name, keep):
     assert "truncated or corrupt" in message
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "policy_config.json", "tokenizer.json"])
+def test_truncated_autoregressive_policy_file_is_named(tmp_path, name):
+    from agents.autoregressive import ARPolicy
+
+    ARPolicy.tiny(seed=0).save_pretrained(str(tmp_path))
+    _truncate(str(tmp_path / name), 0.5)
+    with pytest.raises(ValueError, match=rf"{tmp_path / name}: .*truncated or corrupt"):
+        ARPolicy.from_pretrained(str(tmp_path))
+
+
+def test_malformed_records_are_named(tmp_path):
+    path = str(tmp_path / "rank_state_0.pt")
+    for record in ({"__lavida__": "dict", "items": [1, 2]}, {"__lavida__": "ndarray", "dtype": "|O", "shape": [1],
+                   "data": b"\0" * 8}, {"__lavida__": "nope"}):  # fmt: skip
+        torch.save({"local": record}, path)
+        with pytest.raises(CheckpointError, match=r"rank_state_0.pt: field state\['local'\]"):
+            load_state_file(path)
+
+
 def test_missing_policy_weights_are_named(run):
     os.remove(os.path.join(checkpoint_dir(run, 1), "config.json"))
     with pytest.raises(FileNotFoundError, match="config.json not found"):
