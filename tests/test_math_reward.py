@@ -242,3 +242,119 @@ def test_concurrent_threads_get_their_own_answers() -> None:
         outs = list(pool.map(lambda k: math_equal_batch(pairs[k:] + pairs[:k]), [0, 5, 9]))
     for k, out in zip([0, 5, 9], outs):
         assert out == expected[k:] + expected[:k]
+
+
+# ----- worker deaths and start-up (issue 17 items 2 and 3) ---------------------------------
+_FAKE_WORKER = '''
+import json, os, sys
+def main():
+    out = sys.stdout
+    mode = {mode!r}
+    if mode == "no_start":
+        sys.stderr.write("fake worker: cannot import math_verify\\n"); sys.stderr.flush()
+        os._exit(3)
+    out.write(json.dumps({{"ready": True, "pid": os.getpid()}}) + "\\n"); out.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        marker = {marker!r}
+        if mode == "always_die" or (mode == "die_once" and not os.path.exists(marker)):
+            open(marker, "w").close()
+            os._exit(9)  # dies mid-item, like the OOM killer
+        for i, _ in enumerate(request["items"]):
+            out.write(json.dumps({{"id": request["id"], "i": i, "equal": True, "status": "ok", "error": None}}) + "\\n")
+            out.flush()
+    return 0
+'''
+
+
+def _fake_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, size: int = 1):
+    from lavida_envs.rewards import math_pool
+
+    script = tmp_path / f"fake_worker_{mode}.py"
+    script.write_text(_FAKE_WORKER.format(mode=mode, marker=str(tmp_path / f"died_{mode}")))
+    monkeypatch.setattr(math_pool, "_WORKER_FILE", str(script))
+    return math_pool.WorkerPool(size)
+
+
+def test_worker_that_dies_mid_check_is_retried_on_a_fresh_worker(tmp_path, monkeypatch) -> None:
+    pool = _fake_pool(tmp_path, monkeypatch, "die_once")
+    try:
+        got = pool.run([[("2", "2")], [("3", "3")]], timeout=2.0)
+    finally:
+        pool.close()
+    assert (tmp_path / "died_die_once").exists()  # the first worker did die on the first item
+    assert [(r.equal, r.status) for r in got] == [(True, "ok"), (True, "ok")]
+
+
+def test_worker_dying_on_every_try_reports_worker_error_in_bounded_time(tmp_path, monkeypatch) -> None:
+    from lavida_envs.rewards.math_pool import MAX_RETRIES
+
+    pool = _fake_pool(tmp_path, monkeypatch, "always_die")
+    start = time.monotonic()
+    try:
+        got = pool.run([[("2", "2")]], timeout=1.0)
+    finally:
+        pool.close()
+    assert time.monotonic() - start < 10
+    assert (got[0].equal, got[0].status) == (False, "worker_error")
+    assert f"{MAX_RETRIES + 1} times" in got[0].error
+    assert "worker_error" in mr.STATUSES
+
+
+def test_worker_that_cannot_start_reports_worker_error_with_its_stderr(tmp_path, monkeypatch) -> None:
+    pool = _fake_pool(tmp_path, monkeypatch, "no_start")
+    start = time.monotonic()
+    try:
+        got = pool.run([[("2", "2")], [("3", "3")]], timeout=1.0)
+        assert pool.prestart() is False  # never raises
+    finally:
+        pool.close()
+    assert time.monotonic() - start < 15
+    assert [r.status for r in got] == ["worker_error", "worker_error"]
+    assert "cannot import math_verify" in got[0].error
+
+
+def test_killed_idle_workers_do_not_change_a_score() -> None:
+    for _ in range(3):
+        mr.warmup()
+        for worker in _workers():
+            os.kill(worker.proc.pid, signal.SIGKILL)  # no wait: the next check races the death
+        verdict = check_answer(r"<answer>2\sqrt{2}</answer>", r"\sqrt{8}")
+        assert (verdict.correct, verdict.status) == (True, "ok"), verdict
+
+
+def test_worker_killed_during_a_batch_changes_no_result() -> None:
+    import threading
+
+    mr.warmup()
+    pairs = [(rf"{k}\sqrt{{2}}", rf"\sqrt{{{2 * k * k}}}") for k in range(2, 120)]
+    victims = [w.proc for w in _workers()]
+
+    def kill_soon() -> None:
+        time.sleep(0.15)
+        for proc in victims:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    got = mr._compare_batch(pairs, 3.0)
+    killer.join()
+    assert [(r.equal, r.status) for r in got] == [(True, "ok")] * len(pairs)
+
+
+def test_visual_math_reset_readies_a_worker_so_the_first_step_meets_its_timeout() -> None:
+    import gymnasium as gym
+
+    import lavida_envs  # noqa: F401
+
+    mr.shutdown()  # a fresh process's state: no workers yet
+    env = gym.make("LaViDa/VisualMath-v0", split="test", difficulty=4, image_size=64, families=["right"])
+    _, info = env.reset(options={"index": 0})
+    assert mr._pool().has_ready()
+    answer = info["answer"]  # a surd: only the workers can check "<surd> + 0"
+    start = time.monotonic()
+    _, reward, *_, step_info = env.step(f"<think>t</think><answer>{answer}+0</answer>")
+    assert time.monotonic() - start < 1.0  # no worker start-up inside the check
+    assert reward == pytest.approx(1.0), step_info["error"]
+    env.close()

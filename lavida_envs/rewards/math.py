@@ -9,7 +9,10 @@ Contract:
   compare answer strings. ``check_answer(text, gold, choices=, answer_type=, timeout=)``
   extracts from a full model output and returns a :class:`MathVerdict` ``(correct,
   parsed, status, error)`` with status in ``ok | no_answer | too_long | rejected |
-  parse_error | timeout``; the math accuracy reward is ``float(verdict.correct)``.
+  parse_error | timeout | worker_error``; the math accuracy reward is
+  ``float(verdict.correct)``. ``timeout`` is the answer's fault (its check ran out of
+  time); ``worker_error`` is the verifier's (a worker died on the item ``MAX_RETRIES`` + 1
+  times, or workers could not start) and is counted apart.
   ``answer_type``: ``None``/``"auto"``/``"math"`` run the full cascade below;
   ``"choice"`` (implied by ``choices``) takes a letter in any common form, or text equal
   to the gold option; ``"number"`` accepts plain numbers only (exact, percent rule);
@@ -24,10 +27,21 @@ math-verify on LaTeX in worker subprocesses (:mod:`math_worker`).
 
 Workers are ``subprocess.Popen`` children speaking JSON lines (gymnasium's
 AsyncVectorEnv runs envs in daemonic processes, which cannot own multiprocessing
-children). They start lazily, up to ``LAVIDA_MATH_WORKERS`` (default: the CPU count,
-at most 4), take batches of pairs per message, and get a hard per-check deadline: a
-worker that misses it is killed and replaced, and the check reports ``timeout``. A
-forked child never reuses its parent's workers (pid check); workers are killed at exit.
+children). Up to ``LAVIDA_MATH_WORKERS`` (default: the CPU count, at most 4) take
+batches of pairs per message and get a hard per-check deadline: a worker that misses it
+is killed and replaced, and the check reports ``timeout``. A worker that dies (OOM
+killer, ``kill -9``) has its item re-checked on another worker (see
+:mod:`math_pool`). A forked child never reuses its parent's workers (pid check);
+workers are killed at exit.
+
+Start-up and the timeout. Importing math-verify takes 1-2 s on an idle core (8-17 s
+measured on a loaded 2-core machine), and that wait is not part of any check:
+:func:`prestart` makes one worker ready (blocking, at most ``STARTUP_TIMEOUT``) and starts
+the rest in the background. ``LaViDa/VisualMath-v0`` calls it when it builds a problem
+(so in ``reset``, once per process), so every ``env.step`` check meets its ``timeout``
+from the caller's side. A direct caller of :func:`check_answer` / :func:`math_equal`
+should call :func:`prestart` (or :func:`warmup`) first; otherwise its first check in a
+process also waits for that start-up.
 Nothing here evaluates model output: no ``eval``, no ``sympify``/``parse_expr``.
 """
 
@@ -50,6 +64,7 @@ __all__ = [
     "extract_answer",
     "math_equal",
     "math_equal_batch",
+    "prestart",
     "shutdown",
     "warmup",
 ]
@@ -59,7 +74,7 @@ MAX_TEXT_CHARS = 1 << 16
 #: Largest per-check timeout accepted, in seconds.
 MAX_TIMEOUT = 600.0
 #: Statuses a :class:`MathVerdict` may carry.
-STATUSES = ("ok", "no_answer", "too_long", "rejected", "parse_error", "timeout")
+STATUSES = ("ok", "no_answer", "too_long", "rejected", "parse_error", "timeout", "worker_error")
 ANSWER_TYPES = (None, "auto", "math", "choice", "number", "text")
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -130,8 +145,23 @@ if hasattr(os, "register_at_fork"):
 
 
 def warmup(num_workers: int | None = None) -> None:
-    """Start math workers now (they start lazily otherwise), e.g. before timing."""
+    """Start ``num_workers`` (default: all) math workers now and wait until they are ready."""
     _pool().start(num_workers)
+
+
+def prestart() -> bool:
+    """One math worker ready (blocking once per process), the rest starting in the background.
+
+    True when a worker is ready; never raises (a verifier that cannot start reports
+    ``worker_error`` on the checks that need it). Cheap once a worker is ready.
+    """
+    pool = _POOL
+    if pool is not None and pool.pid == os.getpid() and pool.has_ready():
+        return True
+    try:
+        return _pool().prestart()
+    except OSError:
+        return False
 
 
 # ----- the cascade ----------------------------------------------------------------------

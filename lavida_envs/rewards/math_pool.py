@@ -3,13 +3,23 @@
 ``WorkerPool(size).run(items, timeout) -> list[Result]``: each item is a list of
 candidate (pred, gold) LaTeX pairs (see ``math_worker`` for the line protocol). Items
 go out in batches (one JSON line per batch, amortising IPC) to up to ``size``
-``subprocess.Popen`` workers, handed to whichever worker is idle. Each item gets
+``subprocess.Popen`` workers, handed to whichever *ready* worker is idle (a worker still
+importing math-verify gets work only while no worker of the pool is ready). Each item gets
 ``timeout`` seconds from the moment its worker is ready for it (the reply to the
 previous item); a worker that misses the deadline is killed, the item reports
 ``timeout``, a fresh worker starts at once, and the rest of its batch is re-queued.
-A worker that dies reports ``parse_error`` for the item it was on; one that cannot
-start within :data:`STARTUP_TIMEOUT` fails the remaining items with the reason.
-POSIX only (``selectors`` on pipes).
+
+Worker deaths (OOM killer, ``kill -9``, a crash) are the verifier's fault, not the
+answer's: the item a dead worker was on is re-queued and checked again by another (or a
+fresh) worker, at most :data:`MAX_RETRIES` times; only then does it report status
+``worker_error``. A worker that dies before it is ready is replaced the same way (at most
+:data:`MAX_RETRIES` failed start-ups per run); one that is not ready within
+:data:`STARTUP_TIMEOUT`, or start-ups that keep failing, fail the remaining items with
+``worker_error`` and the worker's last stderr line. So one run takes at most about
+``(1 + MAX_RETRIES) * (timeout + STARTUP_TIMEOUT)`` per item in the worst case, and
+``timeout`` per item once workers are ready and stay alive. :meth:`WorkerPool.prestart`
+makes one worker ready (and starts the rest in the background) so that later runs never
+wait for a start-up. POSIX only (``selectors`` on pipes).
 """
 
 from __future__ import annotations
@@ -27,12 +37,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Result", "WorkerPool", "STARTUP_TIMEOUT"]
+__all__ = ["MAX_RETRIES", "Result", "STARTUP_TIMEOUT", "WorkerPool"]
 
 #: Seconds a fresh worker may take to import math-verify and report ready.
 STARTUP_TIMEOUT = 60.0
 #: Most items sent to one worker in one message.
 MAX_BATCH = 16
+#: Times an item whose worker died is checked again on another worker before ``worker_error``.
+MAX_RETRIES = 2
 _WORKER_FILE = str(Path(__file__).resolve().with_name("math_worker.py"))
 # Load math_worker.py by path without importing the lavida_envs package (which pulls in
 # gymnasium and numpy: slower start, more memory per worker); the '' entry that -c puts
@@ -134,6 +146,28 @@ class _Worker:
                 pass
 
 
+class _Run:
+    """State of one :meth:`WorkerPool.run` call."""
+
+    def __init__(self, items: list[list[tuple[str, str]]], timeout: float, size: int) -> None:
+        self.items, self.timeout = items, timeout
+        self.results: list[Result | None] = [None] * len(items)
+        per = max(1, min(MAX_BATCH, -(-len(items) // (2 * size))))
+        self.queue: deque[list[int]] = deque(
+            list(range(i, min(i + per, len(items)))) for i in range(0, len(items), per)
+        )
+        self.deaths: dict[int, int] = {}  # item index -> workers that died while checking it
+        self.failed_starts = 0
+        self.began = time.monotonic()
+
+    def fail_queue(self, reason: str) -> None:
+        """Every queued item reports ``worker_error`` with ``reason``."""
+        for batch in self.queue:
+            for index in batch:
+                self.results[index] = Result(False, "worker_error", reason)
+        self.queue.clear()
+
+
 class WorkerPool:
     """Up to ``size`` math workers owned by the process that made the pool."""
 
@@ -144,12 +178,58 @@ class WorkerPool:
         self._ids = itertools.count()
         self._lock = threading.Lock()  # one run at a time: replies are matched per worker
 
+    # ----- start-up ---------------------------------------------------------------------
+    def has_ready(self) -> bool:
+        """Is some worker ready (imported and warmed)? No system calls: cheap enough per reset."""
+        return any(w.ready for w in self.workers)
+
     def start(self, count: int | None = None) -> None:
         """Start workers up to ``count`` (default ``size``) and wait until they are ready."""
         want = min(self.size, count or self.size)
+        with self._lock:
+            self._fill(want)
+            self._await_ready(want)
+
+    def prestart(self) -> bool:
+        """Make one worker ready (blocking, at most :data:`STARTUP_TIMEOUT`); the rest start in the background.
+
+        True when a worker is ready. Cheap when one already is.
+        """
+        if self.has_ready():
+            return True
+        with self._lock:
+            self._fill(1)  # one at a time: on a busy machine parallel start-ups slow each other
+            self._await_ready(1)
+            self._fill(self.size)
+            return self.has_ready()
+
+    def _fill(self, want: int) -> None:
+        self.workers = [w for w in self.workers if w.proc.poll() is None]
         while len(self.workers) < want:
             self.workers.append(_Worker())
-        self.run([[("1", "1")]] * want, timeout=STARTUP_TIMEOUT)
+
+    def _await_ready(self, want: int) -> None:
+        """Read ready lines until ``want`` idle workers are ready or :data:`STARTUP_TIMEOUT` passes."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while sum(w.ready for w in self.workers) < min(want, len(self.workers)):
+            pending = [w for w in self.workers if not w.ready]
+            wait = deadline - time.monotonic()
+            if not pending or wait <= 0:
+                return
+            with selectors.DefaultSelector() as selector:
+                for worker in pending:
+                    selector.register(worker.fd, selectors.EVENT_READ, worker)
+                events = selector.select(wait)
+            for key, _ in events:
+                worker = key.data
+                messages = worker.read()
+                if messages is None:  # could not start: drop it; the next run reports why
+                    worker.kill()
+                    self.workers.remove(worker)
+                    continue
+                for message in messages:
+                    if message.get("ready"):
+                        worker.ready, worker.last_event = True, time.monotonic()
 
     def close(self) -> None:
         """Kill every worker."""
@@ -163,65 +243,80 @@ class WorkerPool:
             worker.abandon()
         self.workers = []
 
+    # ----- checking ---------------------------------------------------------------------
     def run(self, items: list[list[tuple[str, str]]], timeout: float) -> list[Result]:
-        """Check every item; never waits past the per-item deadlines."""
+        """Check every item; never waits past the per-item deadlines (see the module docstring)."""
         with self._lock:
             return self._run(items, timeout)
 
     def _run(self, items: list[list[tuple[str, str]]], timeout: float) -> list[Result]:
-        results: list[Result | None] = [None] * len(items)
-        per = max(1, min(MAX_BATCH, -(-len(items) // (2 * self.size))))
-        queue = deque(list(range(i, min(i + per, len(items)))) for i in range(0, len(items), per))
+        run = _Run(items, timeout, self.size)
         self.workers = [w for w in self.workers if w.proc.poll() is None]
-        while len(self.workers) < min(self.size, len(queue)):
-            self.workers.append(_Worker())
+        self._collect_ready()
+        while len(self.workers) < min(self.size, len(run.queue)):
+            self.workers.append(_Worker())  # joins once ready (at once when no worker is ready)
         try:
-            while queue or any(w.batch for w in self.workers):
-                self._dispatch(queue, items, timeout, results)
-                self._wait(queue, timeout, results)
+            while run.queue or any(w.batch for w in self.workers):
+                if run.queue and not self.workers:
+                    self.workers.append(_Worker())
+                self._dispatch(run)
+                self._wait(run)
         finally:
             for worker in [w for w in self.workers if w.batch is not None]:
                 worker.kill()  # interrupted mid-batch: stale replies must never be read later
                 self.workers.remove(worker)
-        return [r if r is not None else Result(False, "timeout", "math check not run") for r in results]
+        return [r if r is not None else Result(False, "timeout", "math check not run") for r in run.results]
 
-    def _dispatch(self, queue: deque, items: list, timeout: float, results: list) -> None:
-        for worker in self.workers:
-            if worker.batch is None and queue:
-                indices = queue.popleft()
+    def _collect_ready(self) -> None:
+        """Consume the ready lines of idle workers that finished starting in the background."""
+        for worker in [w for w in self.workers if not w.ready and w.batch is None]:
+            messages = worker.read()
+            if messages is None:
+                worker.kill()
+                self.workers.remove(worker)
+                continue
+            for message in messages:
+                if message.get("ready"):
+                    worker.ready, worker.last_event = True, time.monotonic()
+
+    def _dispatch(self, run: _Run) -> None:
+        any_ready = self.has_ready()
+        for worker in list(self.workers):
+            if worker.batch is None and run.queue and (worker.ready or not any_ready):
+                indices = run.queue.popleft()
                 batch = next(self._ids)
-                message = {"id": batch, "timeout": timeout, "items": [items[i] for i in indices]}
+                message = {"id": batch, "timeout": run.timeout, "items": [run.items[i] for i in indices]}
                 worker.batch, worker.position = (batch, indices), 0
                 if worker.ready:
                     worker.last_event = time.monotonic()
                 if not worker.send(message):  # died while idle: no item is to blame
                     worker.position = -1
-                    self._retire(worker, queue, results, "parse_error", "math worker exited")
+                    self._retire(worker, run, "worker_error", "math worker exited")
 
-    def _wait(self, queue: deque, timeout: float, results: list) -> None:
-        busy = [w for w in self.workers if w.batch is not None]
-        if not busy:
+    def _wait(self, run: _Run) -> None:
+        watched = [w for w in self.workers if w.batch is not None or not w.ready]
+        if not watched:
             return
         now = time.monotonic()
-        wait = max(0.0, min(w.deadline(timeout) for w in busy) - now)
+        wait = max(0.0, min(w.deadline(run.timeout) for w in watched) - now)
         with selectors.DefaultSelector() as selector:
-            for worker in busy:
+            for worker in watched:
                 selector.register(worker.fd, selectors.EVENT_READ, worker)
             events = selector.select(wait)
         for key, _ in events:
             worker = key.data
             messages = worker.read()
             if messages is None:
-                self._retire(worker, queue, results, "parse_error", "math worker died")
+                self._retire(worker, run, "worker_error", "math worker died")
                 continue
             for message in messages:
-                self._accept(worker, message, results)
+                self._accept(worker, message, run.results)
         now = time.monotonic()
-        for worker in [w for w in self.workers if w.batch is not None and now > w.deadline(timeout)]:
+        for worker in [w for w in self.workers if (w.batch is not None or not w.ready) and now > w.deadline(run.timeout)]:
             if worker.ready:
-                self._retire(worker, queue, results, "timeout", f"math check exceeded {timeout:g}s")
+                self._retire(worker, run, "timeout", f"math check exceeded {run.timeout:g}s")
             else:
-                self._retire(worker, queue, results, "timeout", f"math worker not ready in {STARTUP_TIMEOUT:g}s")
+                self._retire(worker, run, "worker_error", f"math worker not ready in {STARTUP_TIMEOUT:g}s")
 
     def _accept(self, worker: _Worker, message: dict[str, Any], results: list) -> None:
         worker.last_event = time.monotonic()
@@ -239,28 +334,49 @@ class WorkerPool:
         if worker.position >= len(indices):
             worker.batch = None
 
-    def _retire(self, worker: _Worker, queue: deque, results: list, status: str, reason: str) -> None:
-        """Kill ``worker``; its current item gets ``status``; the rest of its batch is re-queued."""
+    def _retire(self, worker: _Worker, run: _Run, status: str, reason: str) -> None:
+        """Kill ``worker``: a timed-out item gets ``timeout``; after a death the item is retried."""
         started = worker.ready
-        if worker.batch is not None:
-            indices = worker.batch[1]
-            rest = indices[worker.position + 1 :]
-            if worker.position < 0:  # nothing was sent: re-queue the whole batch
-                rest, failed = indices, []
-            elif not started:  # cannot start: fail everything left rather than loop on restarts
-                reason = f"{reason}: {worker.stderr_tail() or 'no stderr'}"
-                rest, failed = [], indices[worker.position :] + [i for b in queue for i in b]
-                queue.clear()
-            else:
-                failed = indices[worker.position : worker.position + 1]
-                if status != "timeout":
-                    reason = f"{reason} ({worker.stderr_tail() or 'no stderr'})"
-            for index in failed:
-                results[index] = Result(False, status, reason)
+        replace = started
+        if worker.batch is not None or not started:
+            indices = worker.batch[1] if worker.batch is not None else []
+            if not started:  # died, hung or unreachable while starting: no item is to blame
+                rest = indices
+                try:  # EOF may come a moment before the exit status
+                    code = worker.proc.wait(timeout=1.0) if "died" in reason else worker.proc.poll()
+                except subprocess.TimeoutExpired:
+                    code = None
+                killed = code is not None and code < 0  # by a signal from outside (OOM killer, kill -9)
+                if not killed or time.monotonic() - run.began > STARTUP_TIMEOUT:
+                    run.failed_starts += 1  # a worker that fails by itself (e.g. an import error)
+                if "not ready" not in reason and run.failed_starts <= MAX_RETRIES:
+                    replace = True
+                elif not any(w.ready for w in self.workers if w is not worker):
+                    if rest:
+                        run.queue.appendleft(rest)
+                    rest = []
+                    tail = worker.stderr_tail() or "no stderr"
+                    run.fail_queue(f"{reason} ({run.failed_starts} failed start-ups): {tail}")
+            elif worker.position < 0:  # nothing was sent: re-queue the whole batch
+                rest = indices
+            elif status == "timeout":  # the answer's fault: it had its full deadline
+                run.results[indices[worker.position]] = Result(False, "timeout", reason)
+                rest = indices[worker.position + 1 :]
+            else:  # the worker died on this item: the verifier's fault, check it again elsewhere
+                index = indices[worker.position]
+                run.deaths[index] = run.deaths.get(index, 0) + 1
+                rest = indices[worker.position :]
+                if run.deaths[index] > MAX_RETRIES:
+                    tail = worker.stderr_tail() or "no stderr"
+                    run.results[index] = Result(
+                        False, "worker_error", f"{reason} on this item {run.deaths[index]} times ({tail})"
+                    )
+                    rest = indices[worker.position + 1 :]
             if rest:
-                queue.appendleft(rest)
+                run.queue.appendleft(rest)
         worker.batch = None
         worker.kill()
-        self.workers.remove(worker)
-        if started:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        if replace and (run.queue or started):
             self.workers.append(_Worker())  # start the replacement now: it imports while we wait

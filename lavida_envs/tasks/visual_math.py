@@ -100,6 +100,18 @@ class VisualMathEnv(TaskEnv):
         self.config.validate()
         super().__init__(*args, **kwargs)
 
+    def problem(self, index: int) -> Problem:
+        """Problem ``index``; the first call in a process also readies a math worker (see below).
+
+        Readying it here (so in ``reset``, also through ``MultiTask-v0``) keeps the math
+        workers' start-up out of ``step``: each check then meets its 3 s timeout
+        (:func:`lavida_envs.rewards.math.prestart`).
+        """
+        from lavida_envs.rewards.math import prestart
+
+        prestart()
+        return super().problem(index)
+
     def sample_spec(self, rng: random.Random, difficulty: int) -> Draft:
         """Draw a problem's content at ``difficulty`` (family from the mixture or the allowed set)."""
         family = None
