@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluation.evaluate", "evaluate a policy spec on an env id, write results.json"),
     "leaderboard": ("evaluation.leaderboard", "merge results dirs into a Markdown/CSV/PNG leaderboard"),
     "ablate": ("evaluation.ablate", "run the ablation presets over seeds from one SFT start, table with 95% CIs"),
+    "check-policy": ("agents.policy_check", "run a trainable policy spec through every part of the TrainablePolicy contract"),
     "bench": ("evaluation.throughput", "throughput benchmarks: rewards, envs, rollout, likelihood, train"),
 }
 
