@@ -18,10 +18,19 @@ Contract:
   ``num_generations`` (8), ``beta`` (0.0), ``epsilon`` (0.2), ``epsilon_high`` (None),
   ``scale_rewards`` ("group"; ``true``/``false`` map to "group"/"none"), ``loss_type``
   (grpo | bnpo | dr_grpo | dapo). One deliberate difference: our ``loss_type`` defaults to
-  ``"sequence"`` (DESIGN section 5: ``-(1/N) sum_i A_i ELBO_i``; TRL's default ``"dapo"``
+  ``"sequence"`` (docs/design.md, "Training": ``-(1/N) sum_i A_i ELBO_i``; TRL's default ``"dapo"``
   is the same loss divided by the batch's mean response length).
 * :meth:`TrainConfig.validate` raises ``ValueError`` naming the field, the value and the fix;
-  parsing validates.
+  parsing validates. The choice lists come from the code that owns them (loss types and
+  regularizers: :mod:`agents.losses`; estimators: :mod:`agents.diffusion.likelihood`;
+  remasking: :mod:`agents.diffusion.sampler`; tasks: :data:`lavida_envs.TASK_ENV_IDS`).
+* Quick SFT is this config too: ``lavida train --env ENV_ID [--env ...] [--field value ...]``
+  without ``--config`` starts from :data:`QUICK_SFT` (phase ``sft`` on the named envs' tasks);
+  ``--env`` with ``--config`` only sets ``tasks``. Flags take either spelling
+  (``--output_dir`` / ``--output-dir``); ``--lr``, ``--batch-size``, ``--init`` and
+  ``--estimator`` are the quick-SFT names of ``learning_rate``, ``sft_per_step``,
+  ``init_from`` and ``likelihood``. ``--steps`` is always the denoising steps; optimizer
+  steps are ``--max_steps``.
 """
 
 from __future__ import annotations
@@ -35,9 +44,15 @@ from typing import Any, Sequence
 import yaml
 from transformers import HfArgumentParser
 
+from agents.diffusion.likelihood import ESTIMATORS
+from agents.diffusion.sampler import REMASKING
+from agents.losses import LOSS_TYPES, REGULARIZERS
+from lavida_envs import ENVS, TASK_ENV_IDS
+
 __all__ = [
     "DECODING_KEYS",
     "KNOWN_TASKS",
+    "QUICK_SFT",
     "TaskDecoding",
     "TaskWeights",
     "TrainConfig",
@@ -45,17 +60,21 @@ __all__ = [
     "parse_config",
 ]
 
-#: Tasks the trainer can build envs for (``LaViDa/<Name>-v0``).
-KNOWN_TASKS: tuple[str, ...] = ("visual_math", "grounding", "image_edit")
-#: Sampler settings a task may override (LLaDA's names, DESIGN section 4).
+#: Tasks the trainer can build envs for (their single-task env ids: ``lavida_envs.TASK_ENV_IDS``).
+KNOWN_TASKS: tuple[str, ...] = tuple(TASK_ENV_IDS)
+#: Sampler settings a task may override (LLaDA's names; docs/design.md, "Public API").
 DECODING_KEYS: tuple[str, ...] = ("gen_length", "steps", "block_length", "temperature", "remasking", "threshold")
 PHASES = ("sft", "rl")
-LIKELIHOODS = ("mean_field", "random_mask", "complementary")
-REGULARIZERS = ("sft", "kl", "none")
-LOSS_TYPES = ("sequence", "grpo", "bnpo", "dr_grpo", "dapo")
+LIKELIHOODS = ESTIMATORS
+REMASKINGS = REMASKING
 SCALE_REWARDS = ("group", "batch", "none")
-REMASKINGS = ("low_confidence", "random")
 SCHEDULERS = ("constant", "linear", "cosine")
+#: ``lavida train --env ...`` without ``--config``: quick SFT of a fresh tiny policy on the envs' tasks.
+QUICK_SFT: dict[str, Any] = dict(
+    phase="sft", difficulty="1", image_size=128, max_steps=1000, sft_per_step=32, learning_rate=1e-3,
+    weight_decay=0.01, warmup_steps=50, lr_scheduler_type="cosine", likelihood="random_mask",
+    eval_every=0, eval_episodes=0, save_every=0, output_dir="runs/sft",
+)  # fmt: skip
 
 
 class TaskWeights(dict):
@@ -94,10 +113,17 @@ class TaskDecoding(dict):
 
 
 def _field(
-    default: Any = MISSING, help: str = "", *, factory: Any = MISSING, choices: Sequence[str] | None = None
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    factory: Any = MISSING,
+    choices: Sequence[str] | None = None,
+    aliases: Sequence[str] = (),
 ) -> Any:
-    """A dataclass field with a default (or default factory) and argparse help/choices metadata."""
+    """A dataclass field with a default (or default factory) and argparse help/choices/alias metadata."""
     metadata = {"help": help, **({"choices": list(choices)} if choices is not None else {})}
+    if aliases:
+        metadata["aliases"] = list(aliases)
     return field(default=default, default_factory=factory, metadata=metadata)
 
 
@@ -114,12 +140,16 @@ class TrainConfig:
         "'hf-dream:DIR' (shifted logits), a checkpoint dir, or module:factory / file.py:factory.",
     )
     trust_remote_code: bool = _field(False, "Run the model code shipped in an hf-dllm:/hf-dream: folder (opt-in).")
-    init_from: str | None = _field(None, "Checkpoint directory to start the weights from (e.g. the SFT run's output).")
+    init_from: str | None = _field(
+        None, "Checkpoint directory to start the weights from (e.g. the SFT run's output).", aliases=["--init"]
+    )
     output_dir: str = _field("runs/lavida", "Where metrics.jsonl, checkpoints and the final policy are written.")
     seed: int = _field(0, "Seed of model init, problem draws, sampling, mask seeds and forcing coins.")
     resume_from: str | None = _field(None, "Checkpoint directory (output_dir/checkpoint-STEP) to continue exactly.")
     max_steps: int = _field(100, "Optimizer steps of this phase.")
     sft_steps: int = _field(0, "Phase 'rl' only: SFT warm-start steps run first, at sft_learning_rate.")
+    max_minutes: float | None = _field(None, "Stop (checkpoint and save the policy) after this much wall time.")
+    max_cpu_minutes: float | None = _field(None, "Stop (checkpoint and save the policy) after this much process CPU time.")
     # ----- tasks and envs ------------------------------------------------------------
     tasks: TaskWeights = _field(
         factory=lambda: TaskWeights({t: 1.0 for t in KNOWN_TASKS}),
@@ -129,16 +159,20 @@ class TrainConfig:
     image_size: int = _field(64, "Observation image size (pixels) of every env.")
     # ----- batch ---------------------------------------------------------------------
     prompts_per_step: int = _field(4, "Prompts (groups) sampled per RL step.")
-    sft_per_step: int = _field(4, "SFT rows (reference solutions, same task mix) per step.")
+    sft_per_step: int = _field(
+        4, "SFT rows (reference solutions, same task mix) per step (quick SFT: its batch size).", aliases=["--batch-size"]
+    )
     num_generations: int = _field(8, "Group size N: responses sampled per prompt (TRL's num_generations).")
     gradient_accumulation_steps: int = _field(1, "Micro-batches accumulated per optimizer step.")
     # ----- likelihood and loss -------------------------------------------------------
-    likelihood: str = _field("complementary", "ELBO estimator (LaViDa-R1: complementary).", choices=LIKELIHOODS)
+    likelihood: str = _field(
+        "complementary", "ELBO estimator (LaViDa-R1: complementary).", choices=LIKELIHOODS, aliases=["--estimator"]
+    )
     likelihood_samples: int = _field(1, "Mask samples (pairs for 'complementary') averaged per estimate.")
     prompt_mask_prob: float = _field(0.0, "d1's random prompt masking in 'mean_field' passes (d1: 0.15; 0 = off).")
     loss_type: str = _field(
         "sequence",
-        help="Normalisation: 'sequence' -(1/N) sum A_i ELBO_i (DESIGN); 'grpo' per-row token mean; 'bnpo'/'dapo' "
+        help="Normalisation: 'sequence' -(1/N) sum A_i ELBO_i (docs/design.md); 'grpo' per-row token mean; 'bnpo'/'dapo' "
         "by response tokens; 'dr_grpo' by N * max length (TRL's names; TRL's default is 'dapo').",
         choices=LOSS_TYPES,
     )
@@ -174,7 +208,9 @@ class TrainConfig:
         help="Per-task overrides of the six sampling settings, e.g. '{\"grounding\": {\"gen_length\": 160}}'.",
     )
     # ----- optimisation --------------------------------------------------------------
-    learning_rate: float = _field(1e-4, "Peak learning rate of this phase (paper: SFT 5e-6, RL 10x lower).")
+    learning_rate: float = _field(
+        1e-4, "Peak learning rate of this phase (paper: SFT 5e-6, RL 10x lower).", aliases=["--lr"]
+    )
     sft_learning_rate: float = _field(1e-3, "Learning rate of the sft_steps warm start in phase 'rl'.")
     weight_decay: float = _field(0.0, "AdamW weight decay.")
     max_grad_norm: float = _field(1.0, "Gradient clipping norm (0 = off).")
@@ -216,13 +252,14 @@ class TrainConfig:
         settings.update(self.task_decoding.get(task, {}))
         return settings
 
+    @property
+    def warm_start_steps(self) -> int:
+        """SFT steps that run before the RL steps (``sft_steps`` in phase 'rl'; 0 in phase 'sft')."""
+        return self.sft_steps if self.phase == "rl" else 0
+
     def uses_tree_search(self, task: str) -> bool:
         """Whether ``task`` rolls out by tree search."""
         return task in self.tree_search
-
-    def uses_forcing(self, task: str) -> bool:
-        """Whether answer forcing may add a forced sample to groups of ``task``."""
-        return self.answer_forcing and self.forcing_prob > 0 and task in self.forcing_tasks
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-able dict of every field (saved with checkpoints and results)."""
@@ -246,6 +283,9 @@ class TrainConfig:
                   "collapse_window")  # fmt: skip
         for name in counts:
             _check_int(name, getattr(self, name), minimum=0)
+        for name in ("max_minutes", "max_cpu_minutes"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                _fail(name, getattr(self, name), "must be > 0 or None")
         if self.difficulty != "mixed" and self.difficulty not in {"1", "2", "3", "4", "5"}:
             _fail("difficulty", self.difficulty, "use a level 1..5 or 'mixed'")
         self._validate_tasks()
@@ -386,9 +426,43 @@ def load_config(path: str, **overrides: Any) -> TrainConfig:
         raise ValueError(f"{path}: {exc}") from None
 
 
+def env_tasks(env_id: str) -> dict[str, float]:
+    """The trainer's task mixture of a registered env id (``LaViDa/MultiTask-v0``: every task, equal weights)."""
+    entry = next((e for e in ENVS if e.env_id == env_id), None)
+    if entry is None:
+        raise ValueError(f"--env {env_id!r}: not a LaViDa env id; choose one of {[e.env_id for e in ENVS]}")
+    return {entry.task: 1.0} if entry.task is not None else {task: 1.0 for task in KNOWN_TASKS}
+
+
+def _flag_names(argv: Sequence[str]) -> set[str]:
+    return {a.split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+def build_parser(defaults: dict[str, Any] | None = None) -> HfArgumentParser:
+    """The ``lavida train`` parser: every TrainConfig field plus ``--config``, ``--env`` and ``--threads``."""
+    parser = HfArgumentParser(
+        TrainConfig, prog="lavida train",
+        description="Train with the LaViDa-R1 trainer: --config FILE.yaml (other flags override it), or quick SFT "
+        "with --env ENV_ID (no --config: phase sft from agents.config.QUICK_SFT).",
+    )  # fmt: skip
+    parser.add_argument("--config", default=None, help="YAML file of field: value (optional 'base: other.yaml').")
+    parser.add_argument("--env", action="append", default=None, metavar="ENV_ID",
+                        help="train on this env's task(s) (repeat for an equal mix); without --config: quick SFT")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
+    if defaults:
+        parser.set_defaults(**defaults)
+    return parser
+
+
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
-    """A validated ``TrainConfig`` from ``argv``: ``--config FILE.yaml`` first, other flags override it."""
+    """A validated ``TrainConfig`` from ``argv`` (module docstring): ``--config FILE.yaml`` or ``--env`` first, flags override."""
+    return parse_args(argv)[0]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, int | None]:
+    """:func:`parse_config`'s config and the ``--threads`` value (None: torch's default)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    names = _flag_names(argv)
     config_path = None
     if "--config" in argv:
         at = argv.index("--config")
@@ -396,11 +470,25 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
             raise ValueError("--config needs a YAML file path")
         config_path = argv[at + 1]
         argv = argv[:at] + argv[at + 2 :]
-    parser = HfArgumentParser(TrainConfig, prog="lavida train")
-    parser.add_argument("--config", default=None, help="YAML file of field: value (optional 'base: other.yaml').")
+    quick = config_path is None and "__env" in names
+    if quick and "__steps" in names and "__max_steps" not in names:
+        raise ValueError(
+            "--steps is the denoising steps per response (in every lavida train command); "
+            "for the number of optimizer steps of quick SFT write --max_steps N"
+        )
+    defaults: dict[str, Any] = dict(QUICK_SFT) if quick else {}
     if config_path is not None:
-        data = _read_yaml(config_path)
-        _check_keys(data, config_path)
-        parser.set_defaults(**data)
-    config = parser.parse_args_into_dataclasses(argv)[0]
-    return config.validate()
+        defaults = _read_yaml(config_path)
+        _check_keys(defaults, config_path)
+    parser = build_parser(defaults)
+    config, extra = parser.parse_args_into_dataclasses(argv)[:2]
+    if extra.env:
+        tasks: dict[str, float] = {}
+        for env_id in extra.env:
+            tasks.update(env_tasks(env_id))
+        config.tasks = TaskWeights(tasks)
+        if quick and "__gen_length" in names:  # quick SFT: --gen_length is every trained task's length
+            config.task_decoding = TaskDecoding(
+                {t: {k: v for k, v in d.items() if k != "gen_length" or t not in tasks} for t, d in config.task_decoding.items()}
+            )
+    return config.validate(), extra.threads

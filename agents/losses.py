@@ -1,4 +1,4 @@
-"""The unified LaViDa-R1 objective and its pieces, as pure tensor functions (DESIGN section 5).
+"""The unified LaViDa-R1 objective and its pieces, as pure tensor functions (docs/design.md, "Training").
 
 Advantages (rows of a batch are grouped by ``group_ids``: any ids, equal id = same group):
 
@@ -18,7 +18,7 @@ Losses (``loglik`` is a per-row sequence log-likelihood / ELBO estimate with gra
   ``s_i = A_i * l_i`` (on-policy), or ``min(rho_i A_i, clip(rho_i, 1-eps, 1+eps_high) A_i)``
   with ``rho_i = exp(l_i - l_old_i)`` for rows with an old log-likelihood (same mask seeds;
   ``updates_per_batch > 1``); the gradients agree at ``rho = 1``. ``loss_type`` (TRL's names)
-  picks ``l_i`` and ``Z``: ``sequence`` (DESIGN: ``l_i`` = ELBO, ``Z = N`` rows), ``grpo``
+  picks ``l_i`` and ``Z``: ``sequence`` (docs/design.md: ``l_i`` = ELBO, ``Z = N`` rows), ``grpo``
   (``l_i`` = ELBO / tokens_i, ``Z = N``), ``bnpo``/``dapo`` (``Z`` = response tokens),
   ``dr_grpo`` (``Z = N * max_length``); an explicit ``normalizer`` replaces ``Z``.
 * :func:`kl_k3`: Schulman's k3 estimator ``exp(d) - d - 1`` with ``d = l_ref - l_policy``:
@@ -31,8 +31,8 @@ Losses (``loglik`` is a per-row sequence log-likelihood / ELBO estimate with gra
   ``"none"`` adds nothing. ``Z`` is computed from the rollout rows in every arm (the paper's
   ``1/N`` over rollouts + SFT rows differs by the fixed factor ``(N_rollout + N_sft) /
   N_rollout``), so the three arms differ exactly in the regularizer term.
-* :func:`token_grpo_loss`: TRL's per-token GRPO loss (token ratios, k3 KL added per token,
-  ``loss_type`` aggregation) for autoregressive policies with per-token log-probs.
+* :func:`sft_loss`: the SFT objective ``mean_b(-ELBO_b / n_b)`` of SFT-only steps (LLaDA's SFT
+  loss with the ``random_mask`` estimator: masked tokens' CE weighted 1/t, per response token).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ __all__ = [
     "kl_k3",
     "lavida_loss",
     "mix_advantages",
-    "token_grpo_loss",
+    "sft_loss",
     "unified_loss",
 ]
 
@@ -307,66 +307,6 @@ def lavida_loss(
     return LossTerms(loss=pg + sft + kl, pg=pg, sft=sft, kl=kl, kl_mean=kl_mean, normalizer=z, clip=clip)
 
 
-@dataclass
-class TokenLoss:
-    """Result of :func:`token_grpo_loss` (TRL's GRPO loss)."""
-
-    loss: torch.Tensor  # () differentiable
-    kl: float  # masked mean per-token k3 (NaN when beta == 0)
-    clip: dict[str, float] = field(default_factory=dict)
-
-
-def token_grpo_loss(
-    per_token_logps: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    old_per_token_logps: torch.Tensor | None = None,
-    ref_per_token_logps: torch.Tensor | None = None,
-    beta: float = 0.0,
-    epsilon: float = 0.2,
-    epsilon_high: float | None = None,
-    loss_type: str = "dapo",
-    max_completion_length: int | None = None,
-    num_items_in_batch: float | None = None,
-) -> TokenLoss:
-    """TRL GRPOTrainer's loss on per-token log-probs (B, T) with a completion mask (B, T)."""
-    if per_token_logps.dim() != 2 or mask.shape != per_token_logps.shape:
-        raise ValueError(f"per_token_logps and mask must be (B, T) of one shape, got {tuple(per_token_logps.shape)} and {tuple(mask.shape)}")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    m = mask.to(per_token_logps.dtype)
-    adv = advantages.detach().to(per_token_logps.dtype).unsqueeze(1)  # (B, 1)
-    old = per_token_logps.detach() if old_per_token_logps is None else old_per_token_logps.detach()
-    high = epsilon if epsilon_high is None else epsilon_high
-    ratio = torch.exp(per_token_logps - old)
-    per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - epsilon, 1 + high) * adv)
-    kl = float("nan")
-    if beta != 0.0:
-        if ref_per_token_logps is None:
-            raise ValueError("beta != 0 needs ref_per_token_logps (B, T)")
-        d = ref_per_token_logps.detach() - per_token_logps
-        per_token_kl = torch.exp(d) - d - 1
-        per_token = per_token + beta * per_token_kl
-        kl = float((per_token_kl.detach() * m).sum() / m.sum().clamp(min=1))
-    total = (per_token * m).sum()
-    rows = per_token.shape[0]
-    if loss_type == "grpo":
-        loss = ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()
-    elif loss_type == "sequence":
-        loss = total / max(rows, 1)
-    elif loss_type == "bnpo":
-        loss = total / m.sum().clamp(min=1)
-    elif loss_type == "dapo":
-        loss = total / (m.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
-    else:
-        loss = total / _normalizer("dr_grpo", rows, None, max_completion_length, None)
-    low_clipped = (ratio < 1 - epsilon) & (adv < 0)
-    high_clipped = (ratio > 1 + high) & (adv > 0)
-    denom = m.sum().clamp(min=1)
-    clip = {
-        "clip_ratio": float(((low_clipped | high_clipped) * m).sum() / denom),
-        "clip_ratio/low_mean": float((low_clipped * m).sum() / denom),
-        "clip_ratio/high_mean": float((high_clipped * m).sum() / denom),
-    }
-    return TokenLoss(loss=loss, kl=kl, clip=clip)
+def sft_loss(loglik: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
+    """``mean_b(-loglik_b / n_b)``: per-token negative ELBO of SFT rows (B,) with scored positions n_b (B,)."""
+    return -(loglik / token_counts.clamp(min=1)).mean()

@@ -49,7 +49,7 @@ def check_capabilities(policy: Any, config: TrainConfig) -> None:
 
 def lr_factor(config: TrainConfig, step: int) -> float:
     """Multiplier of ``learning_rate`` at ``step`` (SFT warm start, then warm-up and schedule)."""
-    offset = config.sft_steps if config.phase == "rl" else 0
+    offset = config.warm_start_steps
     if step < offset:
         return config.sft_learning_rate / config.learning_rate
     s = step - offset

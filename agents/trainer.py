@@ -1,11 +1,13 @@
-"""The LaViDa-R1 trainer (DESIGN section 5): ``lavida train --config FILE.yaml [--field value ...]``.
+"""The LaViDa-R1 trainer (docs/design.md, "Training"): ``lavida train --config FILE.yaml [--field value ...]``.
 
 Also ``accelerate launch [--multi_gpu --num_processes N] -m agents.trainer --config FILE.yaml``
 (on CPU-only hosts with ``ACCELERATE_USE_CPU=1``: gloo): one process by default, DDP with the same code (model, optimizer and scheduler go through
 ``Accelerator.prepare``; gradients are averaged by DDP; only the main process writes logs
 and checkpoints; each process samples its own ``prompts_per_step`` problems from RNG streams
-seeded by ``(seed, rank)``). ``lavida train`` with the quick SFT command's flags (``--env``,
-``--steps``, ...; no ``--config``) runs :mod:`agents.sft_cli` instead.
+seeded by ``(seed, rank)``). Quick SFT is the same trainer: ``lavida train --env ENV_ID
+--max_steps N ...`` (no ``--config``) runs phase ``sft`` from :data:`agents.config.QUICK_SFT`;
+``max_minutes`` / ``max_cpu_minutes`` stop any run early (it is checkpointed and its policy
+saved, as at ``max_steps``).
 
 One step, top to bottom (:meth:`Trainer.train`):
 
@@ -18,7 +20,7 @@ One step, top to bottom (:meth:`Trainer.train`):
 4. log-likelihoods by ``likelihood`` with one mask seed per batch for the old, current and
    (``regularizer: kl``, a frozen copy of the initial policy) reference policy;
    :func:`agents.losses.lavida_loss` (clipped ratio when ``updates_per_batch > 1``);
-   SFT steps use :mod:`agents.sft`'s loss ``mean_b(-ELBO_b / n_b)``;
+   SFT steps use :func:`agents.losses.sft_loss` ``mean_b(-ELBO_b / n_b)``;
 5. backward, gradient clipping, optimizer and scheduler step -- skipped, with a warning in
    the log, when the loss or the gradient norm is NaN/Inf (on any process);
 6. log one row to ``output_dir/metrics.jsonl`` (TRL's GRPOTrainer names: ``reward``,
@@ -64,8 +66,8 @@ from accelerate.utils import gather_object, set_seed
 from tqdm import tqdm
 
 from agents.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
-from agents.config import DECODING_KEYS, TrainConfig, parse_config
-from agents.losses import lavida_loss
+from agents.config import DECODING_KEYS, TrainConfig, parse_args
+from agents.losses import lavida_loss, sft_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
 from agents.rollout import rollout_metrics, sample_problems
 from agents.policy import require_trainable
@@ -135,7 +137,7 @@ class Trainer:
         }
         self.rngs["sampling"] = torch.Generator(device=acc.device).manual_seed(derive_seed(c.seed, rank, 3))
         self.step, self.elapsed = 0, 0.0
-        self.total_steps = c.max_steps + (c.sft_steps if c.phase == "rl" else 0)
+        self.total_steps = c.max_steps + c.warm_start_steps
         self.alarm = CollapseAlarm(c.collapse_window)
         self._batches: list[TrainBatch] = []
         if c.resume_from:
@@ -162,7 +164,8 @@ class Trainer:
         last: dict[str, float] = {}
         if self.step == 0 and c.eval_episodes > 0:  # the 'before' numbers
             self.log.write({"step": 0, **self.evaluate()})
-        begin = time.time() - self.elapsed
+        begin, cpu_begin = time.time() - self.elapsed, time.process_time()
+        final = self.step == self.total_steps
         bar = tqdm(total=self.total_steps, initial=self.step, desc="lavida train", disable=not acc.is_main_process)
         self.model.train()
         while self.step < self.total_steps and (stop_at is None or self.step < stop_at):
@@ -183,28 +186,42 @@ class Trainer:
             metrics.update(step=self.step, time=time.time() - begin,
                            tokens_per_s=metrics.pop("tokens", 0.0) * acc.num_processes / max(time.time() - started, 1e-9))  # fmt: skip
             self._warn_if_collapsing(metrics, sft_step)
-            if c.eval_every and self.step % c.eval_every == 0 or self.step == self.total_steps:
+            final = self.step == self.total_steps or self._budget_spent(begin, cpu_begin)
+            if c.eval_every and self.step % c.eval_every == 0 or final:
                 metrics.update(self.evaluate() if c.eval_episodes else {})
-            if self.step % c.logging_steps == 0 or "warning" in metrics or self.step == self.total_steps:
+            if self.step % c.logging_steps == 0 or "warning" in metrics or final:
                 self.log.write(metrics)
             self.elapsed = time.time() - begin
-            if c.save_every and self.step % c.save_every == 0 or self.step == self.total_steps:
+            if c.save_every and self.step % c.save_every == 0 or final:
                 self.save(checkpoint_dir(c.output_dir, self.step))
             bar.update(1)
             shown = {k: f"{metrics[k]:.3f}" for k in ("loss", "reward") if math.isfinite(metrics.get(k, math.nan))}
             bar.set_postfix(shown)  # SFT steps have no reward
             last = metrics
+            if final:
+                break
         bar.close()
-        if self.step == self.total_steps:
+        if final:
             self.save_policy(c.output_dir)
         return last
+
+    def _budget_spent(self, begin: float, cpu_begin: float) -> bool:
+        """Whether ``max_minutes`` (wall, whole run) or ``max_cpu_minutes`` (this process, this call) ran out on any process."""
+        c = self.config
+        if c.max_minutes is None and c.max_cpu_minutes is None:
+            return False
+        spent = (c.max_minutes is not None and time.time() - begin > 60 * c.max_minutes) or (
+            c.max_cpu_minutes is not None and time.process_time() - cpu_begin > 60 * c.max_cpu_minutes
+        )
+        flag = torch.tensor([float(spent)], device=self.accelerator.device)
+        return bool(self.accelerator.gather(flag).max() > 0)
 
     def is_sft_step(self, step: int) -> bool:
         """Whether global ``step`` trains on reference solutions only."""
         return self.config.phase == "sft" or step < self.config.sft_steps
 
     def _rl_index(self) -> int:
-        return self.step - (self.config.sft_steps if self.config.phase == "rl" else 0)
+        return self.step - self.config.warm_start_steps
 
     # ----- 1-3: batches -----------------------------------------------------------------
     def _sft_rows(self, count: int) -> list:
@@ -248,8 +265,8 @@ class Trainer:
         c, meter = self.config, NLLMeter()
         sft_ll, sft_counts = self._loglik(self.policy, batch.sft, derive_seed(batch.mask_seed, 1), meter) if batch.sft else (None, None)
         tokens = float(sft_counts.sum()) if sft_counts is not None else 0.0
-        if sft_step:  # agents.sft's loss: mean_b(-ELBO_b / n_b)
-            loss = -(sft_ll / sft_counts.clamp(min=1)).mean()
+        if sft_step:  # mean_b(-ELBO_b / n_b)
+            loss = sft_loss(sft_ll, sft_counts)
             return loss, {"loss": loss.item(), "loss/sft": loss.item(), "tokens": tokens, **meter.metrics()}
         rollouts = [p.rollouts for p in batch.parts]
         loglik, counts = self._loglik(self.policy, rollouts, batch.mask_seed, meter)
@@ -356,17 +373,15 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``lavida train``: the config trainer, or the quick SFT command for its legacy flags."""
-    from agents import sft_cli
-
+    """``lavida train``: one trainer for ``--config FILE.yaml`` runs and quick SFT (``--env``; agents.config)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if sft_cli.is_legacy(argv):
-        return sft_cli.main(argv)
     try:
-        config = parse_config(argv)
+        config, threads = parse_args(argv)
     except (ValueError, FileNotFoundError) as exc:
         print(f"lavida train: {exc}", file=sys.stderr)
         return 2
+    if threads:
+        torch.set_num_threads(threads)
     try:
         trainer = Trainer(config)
     except CheckpointError as exc:  # a truncated, corrupt or foreign --resume_from checkpoint (named in exc)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents.config import TrainConfig, load_config, parse_config
+from agents.rollout import ForcingConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 ABLATIONS = {
@@ -40,7 +41,8 @@ def test_defaults_follow_the_paper_and_trl():
     # the names TRL's GRPOConfig shares, with its defaults
     assert (c.num_generations, c.beta, c.epsilon, c.epsilon_high, c.scale_rewards) == (8, 0.0, 0.2, None, "group")
     assert c.uses_tree_search("image_edit") and not c.uses_tree_search("grounding")
-    assert c.uses_forcing("visual_math") and not c.uses_forcing("image_edit")
+    forcing = ForcingConfig.from_config(c)  # what the rollouts use
+    assert forcing.suffix("visual_math", "42") == "<answer>42</answer>" and forcing.suffix("image_edit", "42") is None
 
 
 def test_cli_parses_every_kind_of_field():

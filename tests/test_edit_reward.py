@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from lavida_envs.rewards.edit import CLIPScorer, JudgeScorer, coerce_image, edit_fidelity, edit_fidelity_details
@@ -116,6 +117,33 @@ def test_hostile_outputs_score_zero_with_reason(bad, reason):
     src, tgt, region = _scene()
     d = edit_fidelity_details(bad, src, tgt, region)
     assert d.score == 0.0 and d.error and reason in d.error
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: np.broadcast_to(np.uint8(7), (n, n)),  # grey (H, W): a view, no memory
+        lambda n: np.broadcast_to(np.uint8(7), (n, n, 1)),  # (H, W, 1)
+        lambda n: np.broadcast_to(np.float32(0.5), (n, n)),  # float grey: no float64 copy either
+        lambda n: Image.new("L", (n, n)),  # PIL grey: refused before convert("RGB")
+    ],
+)
+def test_oversized_grey_images_are_refused_before_any_channel_copy(make, monkeypatch):
+    """Issue 17 item 4: the MAX_PIXELS cap is checked on the array as given, not after RGB expansion."""
+    import tracemalloc
+
+    from lavida_envs.rewards import edit
+
+    monkeypatch.setattr(edit, "MAX_PIXELS", 1000 * 1000)
+    image = make(1500)  # 2.25 M pixels > the patched cap; an RGB copy would be >= 6.75 MB
+    tracemalloc.start()
+    try:
+        arr, err, _ = coerce_image(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert arr is None and "too large" in err and "1500x1500" in err
+    assert peak < 1_000_000, peak
 
 
 def test_bad_references_raise():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
 from tiny_denoiser import MASK_ID, ContextFree, TinyDenoiser
 
-from agents.diffusion.likelihood import estimate_log_likelihood, nll_by_group, text_image_nll
+from agents.diffusion.likelihood import estimate_log_likelihood
+from agents.train_batch import Likelihood, NLLMeter
 
 torch.set_num_threads(1)
 ESTIMATORS = ["mean_field", "random_mask", "complementary"]
@@ -157,17 +161,22 @@ def test_mean_field_prompt_masking_respects_probability_and_exclusions():
     assert torch.equal(est.scored_count, 5 * response.long())
 
 
-def test_nll_split_by_text_and_image_positions():
+def test_trainer_nll_meter_splits_text_and_image_positions():
     seqs, response, attention = _batch()
     est = _estimate(ContextFree(seqs.shape[1]), "mean_field")
     image = torch.zeros_like(response)
     image[:, 8:] = True
-    split = text_image_nll(est, response, image)
+    meter = NLLMeter()
+    for _ in range(2):  # two calls of one step accumulate
+        meter.add(SimpleNamespace(extras={"code_mask": image}), Likelihood(est.loglik, est.token_logp, response))
+    split = meter.metrics()
     text_sel, image_sel = response & ~image, response & image
-    assert torch.allclose(split["text"], -est.token_logp[text_sel].sum() / text_sel.sum())
-    assert torch.allclose(split["image"], -est.token_logp[image_sel].sum() / image_sel.sum())
-    assert torch.allclose(split["all"], -est.loglik.sum() / response.sum())
-    assert torch.isnan(nll_by_group(est, response, {"none": torch.zeros_like(response)})["none"])
+    assert split["nll/text"] == pytest.approx(float(-est.token_logp[text_sel].sum() / text_sel.sum()), rel=1e-6)
+    assert split["nll/image"] == pytest.approx(float(-est.token_logp[image_sel].sum() / image_sel.sum()), rel=1e-6)
+    text_only = NLLMeter()
+    text_only.add(SimpleNamespace(extras={}), Likelihood(est.loglik, None, response))
+    assert text_only.metrics()["nll/text"] == pytest.approx(float(-est.loglik.sum() / response.sum()), rel=1e-6)
+    assert math.isnan(text_only.metrics()["nll/image"])
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from agents.losses import (
     kl_k3,
     lavida_loss,
     mix_advantages,
-    token_grpo_loss,
+    sft_loss,
     unified_loss,
 )
 
@@ -166,31 +166,8 @@ def test_regularizer_arguments_are_checked():
         unified_loss(LOGLIK, ADV, loss_type="dr_grpo")
 
 
-TOKEN_MASK = torch.tensor([[1, 1, 0], [1, 1, 1]])
 
 
-@pytest.mark.parametrize(
-    "loss_type, kw, expected",
-    [  # per-token loss -A: row 0 -> -1, -1; row 1 -> 2, 2, 2
-        ("grpo", {}, (-1 + 2) / 2),
-        ("bnpo", {}, 4 / 5),
-        ("dapo", {"num_items_in_batch": 10}, 4 / 10),
-        ("dr_grpo", {"max_completion_length": 4}, 4 / 8),
-        ("sequence", {}, 4 / 2),
-    ],
-)
-def test_token_grpo_loss_aggregates_like_trl(loss_type, kw, expected):
-    logps = torch.tensor([[-1.0, -0.5, -9.0], [-2.0, -0.1, -0.3]], requires_grad=True)
-    out = token_grpo_loss(logps, torch.tensor([1.0, -2.0]), TOKEN_MASK, loss_type=loss_type, **kw)
-    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
-    out.loss.backward()
-    assert float(logps.grad[0, 2]) == 0.0  # masked token
-
-
-def test_token_grpo_loss_adds_beta_times_k3_per_token():
-    logps = torch.tensor([[-1.0, -2.0, 0.0]])
-    ref = torch.tensor([[-1.5, -1.0, 0.0]])
-    out = token_grpo_loss(logps, torch.tensor([0.0]), torch.tensor([[1, 1, 0]]), ref_per_token_logps=ref, beta=0.5, loss_type="bnpo")
-    k3 = (math.exp(-0.5) + 0.5 - 1 + math.exp(1.0) - 2) / 2
-    assert out.kl == pytest.approx(k3)
-    assert out.loss.item() == pytest.approx(0.5 * k3)
+def test_sft_loss_is_the_mean_per_token_negative_elbo():
+    loglik = torch.tensor([-6.0, -2.0, -3.0])
+    assert sft_loss(loglik, torch.tensor([3, 4, 0])).item() == pytest.approx((2.0 + 0.5 + 3.0) / 3)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agents.config import load_config
+from agents.rollout import ForcingConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: preset -> its intended change of demo.yaml (besides output_dir)
@@ -44,7 +45,8 @@ def test_preset_is_the_demo_plus_exactly_its_recipe(name):
 def test_baselines_are_plain_grpo_with_kl_and_no_lavida_extras(name):
     c = load_config(str(CONFIGS / f"{name}.yaml"))
     assert c.regularizer == "kl" and c.beta > 0 and c.gamma == 0.0
-    assert not any(c.uses_forcing(t) for t in c.tasks) and not any(c.uses_tree_search(t) for t in c.tasks)
+    forcing = ForcingConfig.from_config(c)  # what the rollouts use
+    assert not any(forcing.suffix(t, "1") for t in c.tasks) and not any(c.uses_tree_search(t) for t in c.tasks)
 
 
 def test_ar_grpo_keeps_trl_grpo_names_and_defaults():

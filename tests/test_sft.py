@@ -6,12 +6,17 @@ import json
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 import lavida_envs  # noqa: F401
 from agents.diffusion.codec import PaletteCodec
 from agents.diffusion.policy import DecodingConfig, DiffusionPolicy
-from agents.sft import SFTConfig, build_sft_batch, example_pool, reference_action, sft_examples, sft_loss, train_sft
+from agents.config import parse_config
+from agents.losses import sft_loss
+from agents.metrics_log import MetricsLog
+from agents.sft import build_sft_batch, reference_action, sft_examples
+from agents.trainer import Trainer
 from agents.trainer import main as train_main
 
 
@@ -53,31 +58,51 @@ def test_sft_batch_holds_targets_with_eos_padding_and_image_codes():
     assert batch.unmask_step is None and batch.texts[0] == math_target
 
 
-def test_sft_loss_is_finite_and_a_tiny_run_lowers_it():
+def test_quick_sft_through_the_trainer_lowers_the_held_out_loss(tmp_path):
     policy = tiny_policy()
-    examples = example_pool(sft_examples("LaViDa/VisualMath-v0", difficulty=1), size=16, seed=0)
-    fixed = [next(examples) for _ in range(16)]
+    stream = sft_examples("LaViDa/VisualMath-v0", difficulty=1, start=10_000, image_size=32)
+    fixed = [next(stream) for _ in range(16)]
     batch = build_sft_batch(policy, [e[0] for e in fixed], [e[1] for e in fixed])
 
     def held_out_loss() -> float:
         with torch.no_grad():
-            return float(np.mean([sft_loss(policy, batch, "complementary", seed).item() for seed in range(4)]))
+            losses = []
+            for seed in range(4):
+                estimate = policy.log_likelihood_terms(batch.to(policy.device), "complementary", seed, 1)
+                losses.append(sft_loss(estimate.loglik, batch.response_mask.sum(1)).item())
+            return float(np.mean(losses))
 
     before = held_out_loss()
-    cfg = train_sft(policy, examples, SFTConfig(steps=40, batch_size=8, lr=3e-3, warmup=3, seed=0))
+    config = parse_config(["--env", "LaViDa/VisualMath-v0", "--max_steps", "40", "--batch-size", "8", "--lr", "3e-3",
+                           "--warmup_steps", "3", "--image_size", "32", "--output-dir", str(tmp_path)])  # fmt: skip
+    Trainer(config, policy=policy).train()
     after = held_out_loss()
-    assert len(cfg.history) == 40 and all(np.isfinite(h["loss"]) for h in cfg.history)
+    rows = MetricsLog.read(str(tmp_path / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == list(range(1, 41)) and all(np.isfinite(r["loss"]) for r in rows)
     assert after < 0.6 * before, (before, after)
 
 
-def test_lavida_train_sft_cli_writes_checkpoint_and_logs(tmp_path, monkeypatch):
+def test_lavida_train_quick_sft_writes_checkpoint_logs_and_eval(tmp_path, monkeypatch):
     monkeypatch.setattr(DiffusionPolicy, "tiny", classmethod(lambda cls, seed=0: tiny_policy()))
     out = tmp_path / "run"
-    code = train_main(["--phase", "sft", "--env", "LaViDa/VisualMath-v0", "--difficulty", "1", "--steps", "2",
-                       "--batch-size", "4", "--output-dir", str(out), "--eval-episodes", "2"])  # fmt: skip
+    code = train_main(["--phase", "sft", "--env", "LaViDa/VisualMath-v0", "--difficulty", "1", "--max_steps", "2",
+                       "--batch-size", "4", "--image_size", "32", "--output-dir", str(out), "--eval-episodes", "2"])  # fmt: skip
     assert code == 0
-    summary = json.loads((out / "sft_summary.json").read_text())
-    assert summary["steps_done"] == 2 and summary["eval"][0]["episodes"] == 2
-    assert "test_images_equal_to_a_train_image" in summary["eval"][0]
-    assert len((out / "sft_log.jsonl").read_text().splitlines()) == 2
-    assert DiffusionPolicy.from_pretrained(out).decoding.gen_length == 32
+    rows = MetricsLog.read(str(out / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [0, 1, 2]  # held-out eval before, then one row per step
+    assert {"eval/accuracy/visual_math", "eval/reward/visual_math"} <= set(rows[0]) <= set(rows[-1])
+    assert rows[1]["loss"] == rows[1]["loss/sft"] and rows[1]["learning_rate"] == pytest.approx(1e-3 / 50)
+    assert "reward" not in rows[1]  # SFT steps sample nothing
+    assert (out / "checkpoint-2").is_dir() and DiffusionPolicy.from_pretrained(out).decoding.gen_length == 64
+
+
+def test_quick_sft_stops_at_its_time_budget_and_saves(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(DiffusionPolicy, "tiny", classmethod(lambda cls, seed=0: tiny_policy()))
+    out = tmp_path / "run"
+    assert train_main(["--env", "LaViDa/VisualMath-v0", "--max_steps", "1000", "--batch-size", "2", "--image_size", "32",
+                       "--max_cpu_minutes", "0.0001", "--output_dir", str(out)]) == 0  # fmt: skip
+    rows = MetricsLog.read(str(out / "metrics.jsonl"))
+    assert len(rows) == 1 and rows[0]["step"] == 1 and (out / "checkpoint-1").is_dir()
+    assert DiffusionPolicy.from_pretrained(out) is not None
+    assert train_main(["--env", "LaViDa/VisualMath-v0", "--steps", "5", "--output-dir", str(out)]) == 2
+    assert "--max_steps" in capsys.readouterr().err  # --steps is denoising steps in every mode

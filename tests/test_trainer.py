@@ -9,10 +9,9 @@ import sys
 import pytest
 import torch
 
-from agents.config import load_config
+from agents.config import load_config, parse_config
 from agents.diffusion.policy import DiffusionPolicy
 from agents.metrics_log import CollapseAlarm, MetricsLog
-from agents.sft_cli import is_legacy
 from agents.train_setup import lr_factor
 from agents.trainer import Trainer, main
 
@@ -133,10 +132,16 @@ def test_learning_rate_schedule_sft_warm_start_then_warmup_and_cosine(tmp_path):
     assert lr_factor(sft_phase, 0) == 1.0  # phase sft ignores sft_steps
 
 
-def test_lavida_train_dispatches_legacy_sft_flags_and_rejects_bad_configs(tmp_path, capsys):
-    assert is_legacy(["--phase", "sft", "--env", "LaViDa/VisualMath-v0", "--output-dir", "x"])
-    assert is_legacy(["--steps=3", "--output-dir", "x"])
-    assert not is_legacy(["--config", "configs/demo.yaml", "--max_steps", "3"])
-    assert not is_legacy(["--phase", "sft", "--output_dir", "x"])
+def test_lavida_train_has_one_parser_for_quick_sft_and_configs(tmp_path, capsys):
+    quick = parse_config(["--phase", "sft", "--env", "LaViDa/VisualMath-v0", "--max_steps", "7", "--output-dir", "x"])
+    assert quick == parse_config(["--env=LaViDa/VisualMath-v0", "--max-steps", "7", "--output_dir=x"])  # both spellings
+    assert (quick.phase, dict(quick.tasks), quick.max_steps, quick.output_dir) == ("sft", {"visual_math": 1.0}, 7, "x")
+    assert (quick.learning_rate, quick.sft_per_step, quick.likelihood, quick.steps) == (1e-3, 32, "random_mask", 64)
+    mix = parse_config(["--env", "LaViDa/Grounding-v0", "--env", "LaViDa/ImageEdit-v0", "--gen-length", "80", "--lr", "0.01"])
+    assert dict(mix.tasks) == {"grounding": 1.0, "image_edit": 1.0} and mix.learning_rate == 0.01
+    assert mix.decoding_for("grounding")["gen_length"] == mix.decoding_for("image_edit")["gen_length"] == 80
+    configured = parse_config(["--config", TINY, "--env", "LaViDa/Grounding-v0", "--steps", "8"])
+    assert configured.phase == "rl" and dict(configured.tasks) == {"grounding": 1.0} and configured.steps == 8
+    assert main(["--env", "LaViDa/Nope-v0"]) == 2 and "not a LaViDa env id" in capsys.readouterr().err
     assert main(["--config", TINY, "--gamma", "2.0"]) == 2
     assert "TrainConfig.gamma=2.0" in capsys.readouterr().err

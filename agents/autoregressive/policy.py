@@ -26,7 +26,7 @@ one trainer, the evaluation and the rewards treat both alike.
 * ``token_log_probs(rollouts) -> (B, L)``: EXACT per-token log-probs of the sampled positions
   (:meth:`ARPolicy.scored_mask`; 0 elsewhere) under the same vocabulary constraints as
   sampling, with ``logits / T`` when ``T > 0`` (as TRL's GRPOTrainer); for token-level losses
-  (:func:`agents.losses.token_grpo_loss`). ``log_likelihood(rollouts, estimator, mask_seed)``
+  (e.g. TRL's per-token GRPO loss). ``log_likelihood(rollouts, estimator, mask_seed)``
   is their row sum (B,); ``estimator``, ``mask_seed``, ``num_samples`` and ``prompt_mask_prob``
   are accepted and ignored (no estimate is needed); ``log_likelihood_terms`` returns both as a
   :class:`agents.diffusion.likelihood.LikelihoodEstimate` (as DiffusionPolicy does). Rows built

@@ -26,14 +26,14 @@ Contract (``estimate_log_likelihood``):
   (B, L) the per-position contributions (weights and the 1/num_samples average included) so
   that ``loglik == token_logp.sum(-1)`` before normalizing, 0 where never scored;
   ``scored_count`` (B, L) how often each position was scored; ``num_forward`` model passes.
-- ``nll_by_group`` turns ``token_logp`` into per-token NLL over position groups (text vs
-  image codes) for logging.
+  The trainer's ``nll/text`` and ``nll/image`` come from ``token_logp``
+  (:class:`agents.train_batch.NLLMeter`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 
@@ -171,30 +171,3 @@ def estimate_log_likelihood(
     if normalize:
         loglik = loglik / response.sum(dim=-1).clamp(min=1).to(loglik.dtype)
     return LikelihoodEstimate(loglik=loglik, token_logp=token_logp, scored_count=scored_count, num_forward=len(passes))
-
-
-def nll_by_group(
-    estimate: LikelihoodEstimate, response_mask: torch.Tensor, groups: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Per-token NLL (detached scalar) over response positions in each named (B, L) bool group, plus "all".
-
-    NLL = -sum(token_logp over group) / number of response positions in the group (the ELBO's
-    per-token NLL; NaN when a group has no response position in the batch).
-    """
-    response = response_mask.to(torch.bool)
-    out = {}
-    for name, group in {"all": response, **dict(groups)}.items():
-        if group.shape != response.shape:
-            raise ValueError(f"group {name!r} must have shape {tuple(response.shape)}, got {tuple(group.shape)}")
-        selected = response & group.to(torch.bool)
-        total = estimate.token_logp.detach()[selected].sum()
-        out[name] = -total / selected.sum() if bool(selected.any()) else torch.tensor(float("nan"))
-    return out
-
-
-def text_image_nll(
-    estimate: LikelihoodEstimate, response_mask: torch.Tensor, image_mask: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Per-token NLL of text vs image-code response positions: {"all", "text", "image"}."""
-    image = image_mask.to(torch.bool)
-    return nll_by_group(estimate, response_mask, {"text": ~image, "image": image})

@@ -1,7 +1,10 @@
 """Grounding difficulty-1 learnability experiments behind docs/results.md (issue 6).
 
 Not part of the package or the tests: a record of how the numbers were made, runnable from a
-checkout (``python docs/experiments/grounding_level1.py env|probe ...``, one CPU thread).
+checkout of commit d0345a6 (``git checkout d0345a6``, then ``python
+docs/experiments/grounding_level1.py env|probe ...``, one CPU thread). It drives the quick-SFT
+loop ``agents.sft.train_sft`` of that time, which has since been replaced by the one trainer
+(``lavida train --env ...``; docs/design.md), so it does not run on later commits.
 
 * ``env``: SFT a fresh ``DiffusionPolicy.tiny`` on ``LaViDa/Grounding-v0`` difficulty 1 for
   ``--cpu`` minutes of process CPU time, with layout variants patched in (``--grid``,

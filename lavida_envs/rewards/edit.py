@@ -100,7 +100,10 @@ def coerce_image(
     notes: list[str] = []
     if image is None:
         return None, "no image in the action (got None)", notes
-    if isinstance(image, Image.Image):
+    if isinstance(image, Image.Image):  # check the size before PIL decodes or converts anything
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            return None, f"image too large: {height}x{width} > {MAX_PIXELS} pixels", notes
         image = np.asarray(image.convert("RGB"))
     try:
         arr = np.asarray(image)
@@ -109,19 +112,21 @@ def coerce_image(
     orig_dtype = arr.dtype
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         return None, f"image must be a numeric array, got dtype {arr.dtype}", notes
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-        notes.append("grey image converted to RGB")
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-        notes.append("alpha channel dropped")
-    elif arr.ndim == 3 and arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-        notes.append("single-channel image converted to RGB")
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+    # Shape and size are checked on the array as given, before any channel is copied.
+    channels = arr.shape[2] if arr.ndim == 3 else (1 if arr.ndim == 2 else 0)
+    if channels not in (1, 3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
         return None, f"image must have shape (H, W, 3), got {tuple(arr.shape)}", notes
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
         return None, f"image too large: {arr.shape[0]}x{arr.shape[1]} > {MAX_PIXELS} pixels", notes
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+        notes.append("grey image converted to RGB")
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+        notes.append("alpha channel dropped")
+    elif arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+        notes.append("single-channel image converted to RGB")
     if arr.dtype != np.uint8:
         if arr.dtype == bool:
             arr = arr.astype(np.uint8) * 255
