@@ -148,6 +148,23 @@ def test_stale_or_incomplete_columns_are_errors():
         visual_math_reward(None, ["a", "b"], **{k: v for k, v in columns.items() if k != "index"})
 
 
+@pytest.mark.parametrize("env_id", ["this:Nope-v0", "lavida_probe_module_xyz:Nope-v0", "CartPole-v1"])
+def test_env_id_column_accepts_only_lavida_ids_and_imports_nothing(env_id, tmp_path, monkeypatch):
+    """Issue 17 item 5: gym.make("module:Id") imports the module, so the id is checked first."""
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "lavida_probe_module_xyz.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "this", raising=False)
+    columns = {"env_id": [env_id], "split": ["test"], "index": [0], "env_kwargs": ["{}"]}
+    with pytest.raises(ValueError, match="not a LaViDa env id.*LaViDa/VisualMath-v0"):
+        env_reward(None, ["<answer>1</answer>"], **columns)
+    assert "this" not in sys.modules and not marker.exists()
+    prefixed = {**columns, "env_id": ["lavida_envs:LaViDa/VisualMath-v0"]}
+    assert env_reward(None, ["<answer>1</answer>"], **prefixed)[0] >= 0.0
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers v6 renames inside TRL
 def test_grpo_trainer_step_with_our_reward(tmp_path):
     from trl import GRPOConfig, GRPOTrainer

@@ -3,7 +3,10 @@
 Scoring is exactly ``env.step``'s: for each row the function rebuilds (and caches) the env
 ``gym.make(env_id, split=split, **json.loads(env_kwargs))`` from the row's columns, resets it
 on ``index`` and steps it with the completion; the value is the env reward (or one named
-reward component, unweighted, with ``component=``). The columns are those
+reward component, unweighted, with ``component=``). ``env_id`` must be one of
+``lavida_envs.ENV_IDS`` (optionally prefixed ``lavida_envs:``); anything else is a
+``ValueError`` before ``gym.make``, which would import the module named before a ``:``.
+The columns are those
 :func:`lavida_envs.hf.to_hf_dataset` writes -- ``env_id``, ``split``, ``index``,
 ``env_kwargs``, ``task``, ``answer``, ... -- and TRL passes them as keyword lists. When an
 ``answer`` column is present it must equal the env's gold for that index (a stale dataset is
@@ -72,13 +75,20 @@ def _env(env_id: str, split: str, kwargs_json: str, overrides: dict[str, Any] | 
     if env is not None:
         cache.move_to_end(key)
         return env
-    import lavida_envs  # noqa: F401  (registers the ids)
+    import lavida_envs  # registers the ids
 
+    known = lavida_envs.ENV_IDS
+    registered = env_id.removeprefix("lavida_envs:")
+    if registered not in known:  # checked before gym.make, which would import "module:" prefixes
+        raise ValueError(
+            f"column 'env_id' is {env_id[:120]!r}, not a LaViDa env id; use one of {list(known)} "
+            "(the ids lavida_envs.hf.to_hf_dataset writes)"
+        )
     try:
         kwargs = json.loads(kwargs_json) if kwargs_json else {}
     except json.JSONDecodeError as exc:
         raise ValueError(f"column 'env_kwargs' is not JSON ({exc}): {kwargs_json[:120]!r}") from None
-    env = gym.make(env_id, split=split, **{**kwargs, **(overrides or {})}).unwrapped
+    env = gym.make(registered, split=split, **{**kwargs, **(overrides or {})}).unwrapped
     cache[key] = env
     if len(cache) > _ENV_CACHE_SIZE:
         cache.popitem(last=False)[1].close()
