@@ -3,10 +3,11 @@
 Contract (DESIGN section 2):
 
 * One episode is one problem. ``reset`` returns ``{"image": uint8[S, S, 3], "prompt": str}``
-  and an ``info`` dict with ``task``, ``index``, ``difficulty``, ``source``, ``answer``
-  and ``solution``; ``step(action)`` scores the action and ends the episode
-  (``terminated=True``) with ``info`` holding ``reward_components``, ``correct``,
-  ``metrics``, ``parsed`` and ``error``.
+  and an ``info`` dict with ``task``, ``index``, ``difficulty``, ``source``, ``answer``,
+  ``solution`` (reference text) and ``reference_action`` (a complete action scoring full
+  reward: the text, or for image edit ``{"text", "image"}``); ``step(action)`` scores the
+  action and ends the episode (``terminated=True``) with ``info`` holding
+  ``reward_components``, ``correct``, ``metrics``, ``parsed`` and ``error``.
 * ``reset(options={"index": i})`` gives the same problem for the same
   ``(split, difficulty, i)`` on every machine whatever the seed; without an index the
   seeded RNG picks one.
@@ -203,6 +204,13 @@ class TaskEnv(gym.Env):
         """Reward components for ``action`` on ``problem``."""
         raise NotImplementedError
 
+    def reference_action(self, problem: Problem) -> Any:
+        """A complete action that scores full reward on ``problem`` (reset's ``info["reference_action"]``).
+
+        Text tasks: the reference solution text; tasks whose action has more parts override.
+        """
+        return problem.solution
+
     def load_dataset(self, name: str, data_dir: str | None, split: str) -> list[Problem]:
         """Problems of a real benchmark from local files (tasks that support it override)."""
         raise ValueError(f"{self.task_name} has no real-benchmark loader for dataset={name!r}")
@@ -322,5 +330,6 @@ class TaskEnv(gym.Env):
             "source": problem.source,
             "answer": problem.answer,
             "solution": problem.solution,
+            "reference_action": self.reference_action(problem),
         }
 

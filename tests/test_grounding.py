@@ -261,6 +261,19 @@ def test_refs_pickle_with_globals_is_refused_without_running_code(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("bbox", ["[35, 10, NaN, 25]", "[35, Infinity, 20, 25]", "[35, 10, 1e400, 25]",
+                                  "[1e308, 10, 1e308, 25]"])
+def test_non_finite_refcoco_bbox_is_a_dataset_error_at_make(tmp_path, bbox):
+    """Issue 17 item 7: NaN/Inf boxes used to pass the loader and raise a bare ValueError/OverflowError later."""
+    root = _copy(tmp_path, "refcoco")
+    inst = root / "refcocog" / "instances.json"
+    inst.write_text(inst.read_text().replace('"bbox": [35, 10, 20, 25]', f'"bbox": {bbox}'))
+    with pytest.raises(DatasetError) as info:
+        gym.make("LaViDa/Grounding-v0", dataset="refcocog", data_dir=str(root))
+    message = str(info.value)
+    assert str(inst) in message and "field 'bbox'" in message and "[record annotation" in message
+
+
 def test_malformed_dataset_files_name_file_and_field(tmp_path):
     root = _copy(tmp_path, "refcoco")
     refs = root / "refcoco" / "refs(unc).p"

@@ -263,6 +263,15 @@ BROKEN = [
     ("mathverse", _mv_data, _set(0, "image", ""), "image", _mv_data),
     ("mathverse", _mv_data, _set(0, "question_type", "multiple"), "question_type", _mv_data),
     ("mathverse", _mv_data, _set(0, "metadata", "GeoQA"), "metadata", _mv_data),
+    # issue 17 item 7: non-finite or fractional numbers and empty golds name file and field
+    ("mathvista", _mv_data, _set("1", "precision", float("nan")), "precision", _mv_data),
+    ("mathvista", _mv_data, _set("1", "precision", float("inf")), "precision", _mv_data),
+    ("mathvista", _mv_data, _set("1", "precision", 1.5), "precision", _mv_data),
+    ("mathvista", _mv_data, _set("1", "precision", -1), "precision", _mv_data),
+    ("mathvista", _mv_data, _set("2", "answer", float("nan")), "answer", _mv_data),
+    ("mathvista", _mv_data, _set("2", "answer", ""), "answer", _mv_data),
+    ("mathvista", _mv_data, _set("2", "answer", "   "), "answer", _mv_data),
+    ("mathverse", _mv_data, _set(2, "answer", ""), "answer", _mv_data),
 ]
 
 
@@ -275,6 +284,19 @@ def test_broken_record_error_names_file_and_field(tmp_path, name, target, edit, 
     message = str(info.value)
     assert str(named(root)) in message and f"field {field!r}" in message
     assert info.value.field == field
+
+
+def test_mathvista_precision_1e400_names_file_and_field(tmp_path):
+    """JSON ``1e400`` parses to inf; it used to raise a bare OverflowError from int()."""
+    root = fixture_copy(tmp_path, "mathvista")
+    path = _mv_data(root)
+    text = path.read_text()
+    data = json.loads(text)
+    data["1"]["precision"] = 12345.0
+    path.write_text(json.dumps(data).replace("12345.0", "1e400"))
+    with pytest.raises(DatasetError) as info:
+        load("mathvista", data_dir=root)
+    assert str(path) in str(info.value) and info.value.field == "precision" and "pid 1" in str(info.value)
 
 
 def test_missing_geometry3k_diagram_names_the_image(tmp_path):

@@ -2,6 +2,8 @@
 
 * :class:`DatasetError` -- every problem with a dataset file (missing, unreadable JSON,
   missing or mistyped field, missing image) names the file, the field and the fix.
+* :func:`gold_text` -- a record's gold answer, stripped; an empty gold (no action could
+  ever score) is a :class:`DatasetError` at load (:func:`make_problem` re-checks it).
 * :func:`read_records` -- a JSON list, a JSON dict keyed by id (MathVista's
   ``testmini.json``) or JSON Lines, as ``(label, record)`` pairs.
 * :func:`letterbox` -- any image file to a white-padded square ``uint8 (S, S, 3)`` array,
@@ -40,7 +42,7 @@ from lavida_envs.base import CHARSET, MAX_PROMPT_CHARS, Problem
 __all__ = [
     "ANSWER_INSTRUCTION", "DEFAULT_RATIONALE", "DatasetError", "Letterbox", "MC_HINT",
     "UNKNOWN_MARK", "build_prompt", "build_solution", "choice_letter", "find_file", "get_field",
-    "gold_letter", "letter_index", "letterbox", "make_problem", "read_json", "read_records",
+    "gold_letter", "gold_text", "letter_index", "letterbox", "make_problem", "read_json", "read_records",
     "resolve_image", "to_charset", "transliterate",
 ]
 
@@ -153,6 +155,15 @@ def get_field(
             f"fix the value of {name!r}", label,
         )
     return value
+
+
+def gold_text(answer: str, path: str | Path, label: str, name: str = "answer") -> str:
+    """``answer`` stripped; an empty gold raises :class:`DatasetError` (no action could ever score)."""
+    text = str(answer).strip()
+    if not text or not _squeeze(to_charset(text)).strip():
+        raise DatasetError(path, name, f"empty gold answer {answer!r}",
+                           "give the record its answer (a record without one scores 0 for every action)", label)
+    return text
 
 
 def find_file(data_dir: Path, names: Sequence[str], fix: str) -> Path:
@@ -382,6 +393,9 @@ def make_problem(
         **(meta or {}),
     }
     gold = _squeeze(to_charset(str(gold))).strip()
+    if not gold:
+        raise DatasetError(image_path, "answer", f"{dataset} record {pid}: empty gold answer",
+                           "give the record its answer (a record without one scores 0 for every action)")
     return Problem(
         prompt=build_prompt(question, shown, hint),
         image=image,

@@ -38,6 +38,7 @@ from lavida_envs.datasets.common import (
     find_file,
     get_field,
     gold_letter,
+    gold_text,
     letterbox,
     make_problem,
     read_records,
@@ -83,7 +84,7 @@ def _load_one(record: dict, label: str, path: Path, image_size: int) -> Problem:
                            f"use one of {list(QUESTION_TYPES)}", label)
     qtype = QUESTION_TYPES[raw_type]
     version = get_field(record, "problem_version", str, path, label)
-    answer = str(get_field(record, "answer", (str, int, float), path, label))
+    answer = gold_text(str(get_field(record, "answer", (str, int, float), path, label)), path, label)
     metadata = get_field(record, "metadata", dict, path, label, default={})
     rel = get_field(record, "image", str, path, label)
     if not rel.strip():

@@ -20,6 +20,7 @@ or absent 3, high school 4, college 5. Keys are ``mathvista:<pid>``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from lavida_envs.base import Problem
@@ -29,6 +30,7 @@ from lavida_envs.datasets.common import (
     find_file,
     get_field,
     gold_letter,
+    gold_text,
     letterbox,
     make_problem,
     read_records,
@@ -56,6 +58,28 @@ def answer_hint(answer_type: str, precision: int | None) -> str:
     return "Answer with a word or a short phrase."
 
 
+#: Largest ``precision`` (decimal places) a record may ask for.
+MAX_PRECISION = 20
+
+
+def _plain_number(value: str | int | float, name: str, path: Path, label: str) -> str:
+    """``value`` as text; a NaN or infinite JSON number (``NaN``, ``Infinity``, ``1e400``) is an error."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DatasetError(path, name, f"{value!r} is not a finite number (NaN, Infinity or out of range)",
+                           f"write {name!r} as a finite number or a string", label)
+    return str(value)
+
+
+def _precision(value: int | float | None, path: Path, label: str) -> int | None:
+    """``precision`` as decimal places 0..MAX_PRECISION (a whole float such as 2.0 is fine), or None."""
+    if value is None:
+        return None
+    if not (math.isfinite(value) and float(value).is_integer() and 0 <= value <= MAX_PRECISION):
+        raise DatasetError(path, "precision", f"{value!r} is not a whole number of decimal places 0..{MAX_PRECISION}",
+                           "set 'precision' to an integer such as 1 or 2, or to null", label)
+    return int(value)
+
+
 def _choice(record: dict, name: str, allowed: tuple[str, ...], path: Path, label: str) -> str:
     value = get_field(record, name, str, path, label)
     if value not in allowed:
@@ -69,9 +93,10 @@ def _load_one(record: dict, label: str, path: Path, data_dir: Path, image_size: 
     question = get_field(record, "question", str, path, label)
     qtype = _choice(record, "question_type", QUESTION_TYPES, path, label)
     atype = _choice(record, "answer_type", ANSWER_TYPES, path, label)
-    answer = str(get_field(record, "answer", _NUM, path, label))
+    answer = gold_text(_plain_number(get_field(record, "answer", _NUM, path, label), "answer", path, label),
+                       path, label)
     choices = [str(c) for c in get_field(record, "choices", list, path, label, default=[])]
-    precision = get_field(record, "precision", (int, float), path, label, default=None)
+    precision = _precision(get_field(record, "precision", (int, float), path, label, default=None), path, label)
     unit = get_field(record, "unit", str, path, label, default="")
     metadata = get_field(record, "metadata", dict, path, label, default={})
     rel = get_field(record, "image", str, path, label)
@@ -83,7 +108,7 @@ def _load_one(record: dict, label: str, path: Path, data_dir: Path, image_size: 
                                "give the options as a list or set question_type to free_form", label)
         gold, hint = gold_letter(answer, choices, path, label), MC_HINT
     else:
-        gold, hint, choices = answer, answer_hint(atype, None if precision is None else int(precision)), []
+        gold, hint, choices = answer, answer_hint(atype, precision), []
     return make_problem(
         dataset="mathvista",
         pid=pid,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,13 +135,16 @@ def _ref_field(ref: Any, name: str, types: Any, path: Path, label: str) -> Any:
 
 
 def _xyxy(bbox: Any, path: Path, label: str) -> tuple[float, float, float, float]:
+    """The COCO ``[x, y, w, h]`` as finite xyxy; anything else (NaN, Infinity, w or h <= 0) is an error."""
     ok = isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox
     )
-    if not ok or bbox[2] <= 0 or bbox[3] <= 0:
-        raise DatasetError(path, "bbox", f"expected [x, y, w, h] with w, h > 0, got {bbox!r}",
+    if ok:
+        x, y, w, h = (float(v) for v in bbox)
+        ok = w > 0 and h > 0 and math.isfinite(x + w) and math.isfinite(y + h)
+    if not ok:
+        raise DatasetError(path, "bbox", f"expected finite [x, y, w, h] with w, h > 0, got {str(bbox)[:120]}",
                            "fix the annotation's bbox", label)
-    x, y, w, h = (float(v) for v in bbox)
     return (x, y, x + w, y + h)
 
 
