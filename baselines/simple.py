@@ -10,9 +10,9 @@ list[list[action]]`` with ``observations`` the env's ``{"image": uint8[H, W, 3],
   number)``, so results do not depend on batching or order.
 * :class:`ConstantPolicy` -- the same text for every observation; for edit prompts the image
   part is the unedited source image (``echo_image=True``, the "do nothing" edit) or absent.
-* :class:`OraclePolicy` -- the env's reference solution (``info["solution"]``; for edits
-  ``{"text": solution, "image": target}``). Policies never see ``info``; the oracle reads the
-  gold through a documented side door: ``oracle.prepare(env, indices)`` resets a single
+* :class:`OraclePolicy` -- the env's reference action (reset's ``info["reference_action"]``:
+  the solution text; for edits ``{"text": solution, "image": target}``). Policies never see
+  ``info``; the oracle reads the gold through a documented side door: ``oracle.prepare(env, indices)`` resets a single
   (non-vector) env built with the evaluation's kwargs on those indices and remembers
   ``hash(prompt, image) -> gold action``; ``act`` looks each observation up. The evaluator
   calls ``policy.prepare(env, indices)`` on any policy that has it, before acting. For
@@ -189,14 +189,15 @@ class OraclePolicy:
 
     @staticmethod
     def _gold_action(base: Any, index: int, info: dict) -> Any:
-        solution = info.get("solution")
-        if not isinstance(solution, str):
-            raise ValueError(f"env {type(base).__name__} gave no str info['solution'] for index {index}")
-        if info.get("task") != "image_edit":
-            return solution
-        problem = base.problem(index) if hasattr(base, "problem") else None
-        target = None if problem is None else problem.meta.get("target_image")
-        return solution if target is None else {"text": solution, "image": np.array(target, copy=True)}
+        action = info.get("reference_action", info.get("solution"))
+        if isinstance(action, dict) and info.get("task") != "image_edit":  # a mixture's text task: the text
+            action = action.get("text")
+        if not isinstance(action, (str, dict)) or (isinstance(action, dict) and not isinstance(action.get("text"), str)):
+            raise ValueError(
+                f"env {type(base).__name__} gave no usable info['reference_action'] (or str info['solution']) "
+                f"for index {index}, got {action!r:.80}"
+            )
+        return _copy_action(action)
 
     def __len__(self) -> int:
         return len(self._gold)

@@ -68,11 +68,8 @@ def _rate(fn: Callable[[Any], Any], items: list, clear: Callable[[], None]) -> f
 
 
 def _oracle_action(env, info: dict) -> Any:
-    """The reference action: the solution text, plus the exact target image for edit problems."""
-    problem = getattr(env.unwrapped, "_problem", None)  # the problem just reset (side door, as the oracle's)
-    target = None if problem is None else problem.meta.get("target_image")
-    text = info.get("solution", "")
-    return text if target is None else {"text": text, "image": target}
+    """The reference action reset gave: the solution text, or text + exact target image for edits."""
+    return info["reference_action"]
 
 
 def main(argv: list[str] | None = None) -> int:

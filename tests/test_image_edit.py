@@ -366,3 +366,16 @@ def test_magicbrush_missing_folder_and_corrupt_image(tmp_path):
     (root / "train" / "images" / "100" / "100-mask2.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="100-mask2.png.*'mask'"):
         ImageEditEnv(dataset="magicbrush", data_dir=str(root))
+
+
+def test_reset_info_holds_a_complete_reference_action():
+    env = gym.make("LaViDa/ImageEdit-v0", split="test", image_size=64).unwrapped
+    for index in range(3):
+        _, info = env.reset(options={"index": index})
+        reference = info["reference_action"]
+        assert env.action_space.contains(reference) and reference["text"] == info["solution"]
+        _, reward, _, _, step_info = env.step(reference)
+        assert reward == 1.0 and step_info["correct"] and step_info["error"] is None
+        reference["image"][:] = 0  # a copy: the env's own target is untouched
+        env.reset(options={"index": index})
+        assert env.step(env.reset(options={"index": index})[1]["reference_action"])[1] == 1.0

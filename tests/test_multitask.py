@@ -210,5 +210,28 @@ def test_vector_env_takes_a_list_of_text_or_dict_actions(mode):
         assert terminated.all() and reward.shape == (2,)
         envs.reset(seed=1)
         envs.step(envs.action_space.sample())  # the batched space samples what step takes
+        mixes = set()
+        for seed in range(2, 8):  # the merged reference actions (text and edit episodes) are a batched action
+            _, info = envs.reset(seed=seed)
+            assert envs.step(info["reference_action"])[1].tolist() == [1.0, 1.0], list(info["task"])
+            mixes.add(frozenset(t == "image_edit" for t in info["task"]))
+        assert frozenset({True, False}) in mixes
     finally:
         envs.close()
+
+
+def test_reference_action_in_info_scores_one_for_every_task():
+    env = MultiTaskEnv(image_size=32)
+    seen = set()
+    for index in range(30):
+        _, info = env.reset(options={"index": index})
+        reference = info["reference_action"]
+        assert isinstance(reference, dict) and reference["text"] == info["solution"]  # one form for the mix
+        assert env.action_space.contains(reference) and env.step(reference)[1] == 1.0
+        if info["task"] != "image_edit":
+            assert not reference["image"].any()  # a placeholder: text tasks read only the text
+        seen.add(info["task"])
+    assert seen == set(env.sub_envs)
+    text_only = MultiTaskEnv(image_size=32, tasks={"visual_math": 1})
+    _, info = text_only.reset(options={"index": 0})
+    assert info["reference_action"] == info["solution"]

@@ -30,8 +30,11 @@ Reward = 0.9 * edit + 0.1 * format (weights via ``reward=``), where ``format`` i
 fidelity parts (and the CLIP or judge numbers when used).
 
 ``info["answer"]`` names the concrete edit ("recolor the blue star centred at (54, 78)
-to red"); the exact target image and region are a side door for oracles and tests:
-``env.unwrapped.problem(index).meta["target_image"]`` / ``meta["region_mask"]``.
+to red"); ``info["solution"]`` is only the reference *text* (stepping it alone scores the
+format part). ``info["reference_action"]`` is the complete reference action, ``{"text":
+solution, "image": exact target image}``, which scores 1.0 -- what an oracle steps and SFT
+data supervises. The region mask is a side door for tests:
+``env.unwrapped.problem(index).meta["region_mask"]`` (and ``meta["target_image"]``).
 Real data: ``dataset="magicbrush", data_dir=...`` (:mod:`lavida_envs.datasets.magicbrush`).
 """
 
@@ -116,6 +119,10 @@ class ImageEditEnv(TaskEnv):
                 "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
             }
         )
+
+    def reference_action(self, problem: Problem) -> dict[str, Any]:
+        """``{"text": solution, "image": exact target image}`` (a copy): scores full reward."""
+        return {"text": problem.solution, "image": np.array(problem.meta["target_image"], dtype=np.uint8, copy=True)}
 
     def load_dataset(self, name: str, data_dir: str | None, split: str) -> list[Problem]:
         """MagicBrush-style triplets: ``dataset="magicbrush"`` with ``data_dir`` (or the folder as ``dataset``)."""

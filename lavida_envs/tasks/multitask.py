@@ -8,7 +8,8 @@ episode accepts: with image edit and a text task in the mix it is
 form); a text-only mix has ``Text``, an edit-only mix the ``Dict``. Text tasks read only
 ``action["text"]`` of a dict (a plain ``str`` works for every task; for image edit it scores
 0 for the image part). ``info["task"]`` names the sub-task of the episode and
-``info["task_index"]`` the problem's index inside it.
+``info["task_index"]`` the problem's index inside it; ``info["reference_action"]`` is a
+complete action scoring full reward (:meth:`MultiTaskEnv.reference_action` gives its form).
 
 Kwargs (besides ``split``, ``difficulty``, ``image_size``, ``render_mode``, which every
 sub-task shares):
@@ -156,6 +157,26 @@ class MultiTaskEnv(TaskEnv):
         self._task, sub_index = self.task_of(info["index"])
         info["task"], info["task_index"] = self._task, sub_index
         return obs, info
+
+    def _reset_info(self, problem: Problem, index: int) -> dict[str, Any]:
+        self._task = self.task_of(index)[0]  # so reference_action (called inside) knows the sub-task
+        return super()._reset_info(problem, index)
+
+    def reference_action(self, problem: Problem) -> Any:
+        """The episode's sub-task's reference action, in one form for the whole mixture.
+
+        With image edit and a text task in the mix every reference is a ``{"text", "image"}``
+        dict in the action space (a vector env merges each info key across envs, and cannot
+        mix a str with a dict): ``{"text": solution, "image": target}`` for edits and
+        ``{"text": solution, "image": zeros}`` for text tasks, which read only the text (the
+        zero image is a placeholder, not a target: ``info["task"]`` tells them apart). A vector
+        env's merged ``info["reference_action"]`` is then a batched action ``step`` takes.
+        Otherwise the sub-task's own form (text, or the edit dict).
+        """
+        action = self.sub_envs[self._current()].reference_action(problem)
+        if isinstance(self.action_space, TextOrEditAction) and isinstance(action, str):
+            return {"text": action, "image": np.zeros((self.image_size, self.image_size, 3), np.uint8)}
+        return action
 
     def score(self, action: Any, problem: Problem) -> Score:
         """The current sub-task's score (text tasks read ``action["text"]``)."""
