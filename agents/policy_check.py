@@ -180,7 +180,7 @@ def _check_likelihood(c: _Checker, policy: Any, r: Any, where: str) -> None:
         policy.model.zero_grad(set_to_none=True)
 
 
-def _check_env(c: _Checker, policy: Any, env_id: str) -> None:
+def _check_env(c: _Checker, policy: Any, env_id: str, load_kwargs: dict[str, Any]) -> None:
     """Every rollout-side check on two problems of ``env_id``."""
     from agents.diffusion.layout import task_of
     from agents.rollout import select_rows
@@ -236,17 +236,17 @@ def _check_env(c: _Checker, policy: Any, env_id: str) -> None:
                          "set supports_tree_search = True")
             except NotImplementedError:
                 pass
-        _check_save_load(c, policy, observations, r, where)
+        _check_save_load(c, policy, observations, r, where, load_kwargs)
 
 
-def _check_save_load(c: _Checker, policy: Any, observations: list[dict], r: Any, where: str) -> None:
+def _check_save_load(c: _Checker, policy: Any, observations: list[dict], r: Any, where: str, load_kwargs: dict[str, Any]) -> None:
     """``from_pretrained(save_pretrained(dir))`` reproduces likelihood and greedy rollout."""
     with tempfile.TemporaryDirectory() as folder:
         if c.guard("save_load", "save_pretrained(dir) must write a loadable folder", policy.save_pretrained, folder) is None and c.problems \
                 and c.problems[-1].check == "save_load":
             return
         loaded = c.guard("save_load", f"{type(policy).__name__}.from_pretrained(dir) must rebuild what save_pretrained wrote",
-                         type(policy).from_pretrained, folder)
+                         type(policy).from_pretrained, folder, **load_kwargs)
     if loaded is None:
         return
     loaded.model.to(policy.device if hasattr(policy, "device") else "cpu")
@@ -265,9 +265,13 @@ def _check_save_load(c: _Checker, policy: Any, observations: list[dict], r: Any,
 
 
 def check_policy(
-    policy: Any, env_ids: Sequence[str] = ("LaViDa/VisualMath-v0",), raise_on_failure: bool = False
+    policy: Any, env_ids: Sequence[str] = ("LaViDa/VisualMath-v0",), raise_on_failure: bool = False,
+    load_kwargs: dict[str, Any] | None = None,
 ) -> list[PolicyProblem]:
-    """Every contract problem of ``policy`` on tiny inputs of ``env_ids`` (module docstring); ``[]`` when it passes."""
+    """Every contract problem of ``policy`` on tiny inputs of ``env_ids`` (module docstring); ``[]`` when it passes.
+
+    ``load_kwargs`` go to ``from_pretrained`` in the save/load check (e.g. ``{"trust_remote_code": True}``).
+    """
     c = _Checker()
     missing = missing_members(policy)
     if missing:
@@ -282,7 +286,7 @@ def check_policy(
         policy.model.eval()
         try:
             for env_id in env_ids:
-                _check_env(c, policy, env_id)
+                _check_env(c, policy, env_id, dict(load_kwargs or {}))
             settings = c.guard("decoding_settings", "decoding_settings() must return a dict", policy.decoding_settings)
             if settings is not None:
                 c.guard("decoding_settings", "return only JSON-able values (str, numbers, lists, dicts, None)", json.dumps, settings)
@@ -309,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"lavida check-policy: {exc}", file=sys.stderr)
         return 2
-    problems = check_policy(policy, env_ids=args.env or ["LaViDa/VisualMath-v0"])
+    load = {"trust_remote_code": True} if args.trust_remote_code else {}
+    problems = check_policy(policy, env_ids=args.env or ["LaViDa/VisualMath-v0"], load_kwargs=load)
     for problem in problems:
         print(problem)
     print(f"{type(policy).__name__}: {'passes' if not problems else f'{len(problems)} problem(s)'}")

@@ -1,0 +1,261 @@
+"""``HFDiffusionPolicy``: a local Hugging Face LM trained and sampled as a masked-diffusion policy.
+
+Kinds (spec prefixes of :mod:`agents.specs`):
+
+* ``a2d`` (``hf-a2d:DIR``) -- any ``AutoModelForCausalLM`` folder (Llama, Qwen2, Qwen3, ...): the
+  same weights run with full bidirectional attention (a 4-D additive mask over the attended
+  keys, so no causal mask) and a mask token added to the tokenizer (embeddings resized) when it
+  has none, as the dllm project's A2D models do. Logits at ``i`` predict token ``i``.
+* ``llada`` (``hf-dllm:DIR``) -- a masked-diffusion LM loaded by ``AutoModel`` (remote code via
+  the config's ``auto_map`` runs only with ``trust_remote_code=True``); logits at ``i`` predict
+  token ``i``. ``dream`` (``hf-dream:DIR``, or ``hf-dllm:`` when the config's ``model_type`` is
+  ``dream``) -- the same with logits shifted by one (position ``i`` predicts token ``i + 1``;
+  :class:`HFDenoiser` shifts them back). The mask id is ``mask_token_id=``, else the config's
+  ``mask_token_id``, else the tokenizer's mask token.
+
+Everything else is :class:`agents.diffusion.policy.DiffusionPolicy`'s code (sampler with forced
+positions, the three likelihood estimators, SFT rows, answer forcing, ``rollout_from``): the
+policy's ``model`` is an :class:`HFDenoiser` with the ``DiffusionModel`` call signature.
+Prompts: the tokenizer's chat template (one user turn) when it has one, else the plain prompt;
+images are not seen (text only; ImageEdit responses are text, scored on their text). Structural
+ids: ``<pad>`` is the tokenizer's pad token when distinct from eos and mask, else the mask id;
+there are no image codes. Checkpoints: the backbone in its own HF format + tokenizer +
+``policy_config.json`` (``format: lavida-hf-diffusion``, kind, shift, mask id, decoding).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from agents.diffusion.codec import PaletteCodec
+from agents.diffusion.layout import ResponseLayout
+from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta
+from agents.diffusion.rows import NEG_LOGIT
+from agents.diffusion.tokenizer import SpecialIds
+
+__all__ = ["FORMAT", "KINDS", "HFDenoiser", "HFDiffusionPolicy"]
+
+FORMAT = "lavida-hf-diffusion"
+KINDS = ("a2d", "llada", "dream")
+ADDED_MASK = "<|mdm_mask|>"
+
+
+@dataclass
+class DenoiserConfig:
+    """The fields the diffusion policy reads from its model's config."""
+
+    vocab_size: int
+    mask_token_id: int
+    num_patches: int = 0
+    image_size: int = 1
+    image_token_id: int = -1
+
+
+class HFDenoiser(nn.Module):
+    """``forward(input_ids, pixel_values=None, attention_mask=None) -> .logits`` (B, L, V): logits at i predict token i."""
+
+    def __init__(self, backbone: nn.Module, kind: str, mask_token_id: int, vocab_limit: int) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.backbone, self.kind = backbone, kind
+        self.vocab_limit = int(vocab_limit)
+        vocab = int(backbone.get_output_embeddings().weight.shape[0]) if backbone.get_output_embeddings() is not None else vocab_limit
+        self.config = DenoiserConfig(vocab_size=max(vocab, vocab_limit), mask_token_id=int(mask_token_id))
+
+    @property
+    def logits_shift(self) -> bool:
+        """Whether the backbone's logits at i predict token i + 1 (Dream)."""
+        return self.kind == "dream"
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: Any = None, attention_mask: torch.Tensor | None = None) -> Any:
+        """Bidirectional logits (B, L, V) over ``input_ids``; tokens past the tokenizer get ``NEG_LOGIT``."""
+        keys = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        positions = (keys.long().cumsum(-1) - 1).clamp(min=0)
+        if self.kind == "a2d":
+            dtype = next(self.backbone.parameters()).dtype
+            mask = torch.zeros(keys.shape[0], 1, keys.shape[1], keys.shape[1], dtype=dtype, device=keys.device)
+            mask = mask.masked_fill(~keys[:, None, None, :], torch.finfo(dtype).min)
+            out = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions)
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=keys.long())
+        logits = (out.logits if hasattr(out, "logits") else out[0]).float()
+        if self.logits_shift:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)
+        if logits.shape[-1] < self.config.vocab_size:
+            logits = nn.functional.pad(logits, (0, self.config.vocab_size - logits.shape[-1]), value=NEG_LOGIT)
+        if self.vocab_limit < logits.shape[-1]:
+            logits[..., self.vocab_limit :] = NEG_LOGIT
+        return SimpleNamespace(logits=logits)
+
+
+def _folder(path: str | os.PathLike) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{str(folder)!r} is not a directory (an HF model folder with config.json is needed)")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{str(folder)!r} has no config.json: not a Hugging Face model folder")
+    return folder
+
+
+def _mask_id(explicit: int | None, config: Any, tokenizer: Any, folder: Path) -> int | None:
+    for source, value in (("mask_token_id=", explicit), ("config.mask_token_id", getattr(config, "mask_token_id", None)),
+                          ("tokenizer.mask_token_id", tokenizer.mask_token_id)):  # fmt: skip
+        if value is not None:
+            vocab = getattr(config, "vocab_size", None)
+            if vocab is not None and not 0 <= int(value) < int(vocab):
+                raise ValueError(f"{source} = {value} is outside the vocabulary of {vocab} tokens in {str(folder)!r}")
+            return int(value)
+    return None
+
+
+class HFDiffusionPolicy(DiffusionPolicy):
+    """A Hugging Face LM as a trainable masked-diffusion policy (module docstring)."""
+
+    def __init__(self, model: HFDenoiser, tokenizer: Any, decoding: DecodingConfig | None = None, seed: int = 0,
+                 use_chat_template: bool | None = None, remote_code: bool = False) -> None:  # fmt: skip
+        self.model, self.tokenizer = model, tokenizer
+        self.codec = PaletteCodec()
+        self.decoding = (decoding or DecodingConfig()).validate()
+        self.seed, self.remote_code = int(seed), bool(remote_code)
+        self._prompt_cache: dict[str, list[int]] = {}
+        mask, eos = model.config.mask_token_id, tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("the tokenizer has no eos token; set tokenizer.eos_token (responses end in eos padding)")
+        pad = tokenizer.pad_token_id
+        pad = pad if pad is not None and pad not in (eos, mask) else mask
+        vocab = model.config.vocab_size
+        self.ids = SpecialIds(pad=pad, eos=eos, mask=mask, unk=mask, image=mask, boi=mask, eoi=mask, code_start=vocab, code_end=vocab)
+        self.use_chat_template = bool(tokenizer.chat_template) if use_chat_template is None else bool(use_chat_template)
+
+    # ----- construction -------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike, kind: str = "auto", *, trust_remote_code: bool = False, seed: int = 0,
+                mask_token_id: int | None = None, decoding: DecodingConfig | None = None, dtype: Any = None,
+                use_chat_template: bool | None = None) -> HFDiffusionPolicy:  # fmt: skip
+        """Load a local HF folder as ``kind`` (``a2d`` | ``llada`` | ``dream`` | ``auto``: llada, or dream by config)."""
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        folder = _folder(path)
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        auto_map = raw.get("auto_map") or {}
+        model_type = str(raw.get("model_type", ""))
+        causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        if kind == "auto":
+            kind = "dream" if model_type.lower() == "dream" else "llada"
+        if kind not in KINDS:
+            raise ValueError(f"kind must be 'auto' or one of {KINDS}, got {kind!r}")
+        extra = {"dtype": dtype} if dtype is not None else {}
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code and bool(auto_map))
+        if kind == "a2d":
+            if not causal:
+                raise ValueError(
+                    f"{str(folder)!r} (model_type {model_type!r}) is not a causal LM transformers knows; hf-a2d: needs one "
+                    f"(e.g. llama, qwen2, qwen3); a masked-diffusion folder goes under hf-dllm:"
+                )
+            backbone = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, **extra)
+            config = backbone.config
+            mask = _mask_id(mask_token_id, SimpleNamespace(), tokenizer, folder)
+            if mask is None:
+                tokenizer.add_special_tokens({"mask_token": ADDED_MASK})
+                mask = tokenizer.mask_token_id
+            if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
+                backbone.resize_token_embeddings(len(tokenizer))
+            remote = False
+        else:
+            if not auto_map.get("AutoModel"):
+                hint = " It is a causal LM: use hf-a2d: to run it as masked diffusion." if causal else ""
+                raise ValueError(
+                    f"{str(folder)!r} is not a masked-diffusion LM folder: its config.json has no auto_map['AutoModel'] "
+                    f"(the remote code LLaDA/Dream checkpoints ship).{hint}"
+                )
+            if not trust_remote_code:
+                raise ValueError(
+                    f"{str(folder)!r} runs its own model code ({auto_map['AutoModel']}); pass trust_remote_code=True "
+                    "(--trust_remote_code true / trust_remote_code: true) if you trust it"
+                )
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=True)
+            mask = _mask_id(mask_token_id, config, tokenizer, folder)
+            if mask is None:
+                raise ValueError(
+                    f"no mask token for the diffusion LM in {str(folder)!r}: config.json has no mask_token_id and the "
+                    "tokenizer no mask token; pass mask_token_id="
+                )
+            try:
+                backbone = AutoModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=True, **extra)
+            except AttributeError as exc:
+                if "all_tied_weights_keys" in str(exc):
+                    raise ValueError(
+                        f"{str(folder)!r}: its remote code does not call self.post_init() in __init__, which this "
+                        "transformers version needs (LLaDA's published code; transformers >= 5.3); add "
+                        "self.post_init() at the end of the model's __init__ or install transformers<5.3"
+                    ) from exc
+                raise
+            remote = True
+        vocab_limit = len(tokenizer)
+        model = HFDenoiser(backbone, kind, mask, vocab_limit)
+        return cls(model, tokenizer, decoding, seed=seed, use_chat_template=use_chat_template, remote_code=remote)
+
+    # ----- inputs (text only) -----------------------------------------------------------
+    def prompt_ids(self, observation: dict) -> list[int]:
+        """The prompt's token ids (chat template with one user turn when the tokenizer has one); no image."""
+        text = observation.get("prompt", "")
+        if not isinstance(text, str):
+            raise ValueError(f"observation 'prompt' must be a str, got {type(text).__name__}")
+        if text not in self._prompt_cache:
+            if len(self._prompt_cache) >= 4096:
+                self._prompt_cache.clear()
+            if self.use_chat_template:
+                chat = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+                ids = self.tokenizer(chat, add_special_tokens=False)["input_ids"]
+            else:
+                ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+            self._prompt_cache[text] = list(ids)
+        return list(self._prompt_cache[text])
+
+    def layout(self, task: str) -> ResponseLayout:
+        """A text-only response of the task's text length (ImageEdit answers in text)."""
+        return ResponseLayout(self.decoding.text_length(task), 0)
+
+    def pixel_values(self, observations: list[dict]) -> torch.Tensor:
+        """Placeholder images (N, 3, 1, 1): the backbone is text only."""
+        return torch.zeros(len(observations), 3, 1, 1)
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """Decoding settings plus the backbone kind, logits shift and mask id."""
+        m = self.model
+        return {**asdict(self.decoding), "backbone": m.kind, "logits_shift": m.logits_shift, "mask_token_id": m.config.mask_token_id}
+
+    # ----- persistence ----------------------------------------------------------------
+    def save_pretrained(self, path: str) -> None:
+        """The backbone in its own HF format, the tokenizer and ``policy_config.json``."""
+        os.makedirs(path, exist_ok=True)
+        self.model.backbone.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        meta = {"format": FORMAT, "version": 1, "kind": self.model.kind, "logits_shift": self.model.logits_shift,
+                "mask_token_id": self.model.config.mask_token_id, "remote_code": self.remote_code,
+                "use_chat_template": self.use_chat_template, "decoding": asdict(self.decoding),
+                "codec": self.codec.to_dict(), "seed": self.seed}  # fmt: skip
+        with open(os.path.join(path, POLICY_CONFIG), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+
+    @classmethod
+    def from_pretrained(cls, path: str, device: str | torch.device | None = None, trust_remote_code: bool = False,
+                        **decoding_overrides: Any) -> HFDiffusionPolicy:  # fmt: skip
+        """Rebuild a policy written by :meth:`save_pretrained` (remote code again needs ``trust_remote_code=True``)."""
+        meta, decoding = read_policy_meta(path, "HFDiffusionPolicy", FORMAT, decoding_overrides)
+        policy = cls.from_hf(path, meta["kind"], trust_remote_code=trust_remote_code, seed=int(meta.get("seed", 0)),
+                             mask_token_id=meta.get("mask_token_id"), decoding=decoding,
+                             use_chat_template=meta.get("use_chat_template"))  # fmt: skip
+        if device is not None:
+            policy.model.to(device)
+        return policy
