@@ -310,3 +310,37 @@ def test_judge_policy_with_act_batches_misses_and_failures_are_not_cached(tmp_pa
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").rglob("*.json"))
     with pytest.raises(TypeError, match="act"):
         JudgeScorer(42)
+
+
+def test_hung_judge_times_out_with_a_status_and_is_not_cached(tmp_path):
+    """Issue 17 item 8: the judge call has a hard timeout of its own."""
+    import threading
+    import time
+
+    release = threading.Event()
+    calls = []
+
+    def slow_judge(obs):
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(30)  # hangs until the test lets it go
+        return "SC: 8, PQ: 8"
+
+    judge = JudgeScorer(slow_judge, judge_id="slow", cache_dir=str(tmp_path), timeout=0.3)
+    img = _images(1, 1)[0]
+    start = time.monotonic()
+    result = judge.score(img, "make it red")
+    assert time.monotonic() - start < 2.0
+    assert (result.score, result.status) == (0.0, "timeout") and "0.3s" in result.error
+    again = judge.score(img, "make it red")  # the hung call is still running: no second call piles up
+    assert again.status == "timeout" and "still busy" in again.error and len(calls) == 1
+    release.set()
+    ok = judge.score(img, "make it red")
+    assert (ok.status, ok.score, ok.cached) == ("ok", pytest.approx(0.8), False)
+    assert judge.score(img, "make it red").cached  # only the good verdict went to the cache
+    bad = JudgeScorer(lambda obs: "no scores", judge_id="bad").score(img, "x")
+    assert bad.status == "parse_error"
+    failing = JudgeScorer(lambda obs: 1 / 0, judge_id="div").score(img, "x")
+    assert failing.status == "judge_error" and "ZeroDivisionError" in failing.error
+    with pytest.raises(ValueError, match="timeout"):
+        JudgeScorer(slow_judge, timeout=0)

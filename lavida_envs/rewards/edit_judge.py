@@ -17,6 +17,17 @@ consistency = 7``, ``7/10``) or a JSON object ``{"SC": 7, "PQ": 8}`` (also the k
 0..10, scores 0 with the reason in :attr:`JudgeResult.error`. A judge that raises scores
 0 and is not cached.
 
+Hard timeout. Each call to the judge (one ``act`` call per batch of cache misses) runs in
+a daemon thread and gets ``timeout`` seconds (default :data:`DEFAULT_TIMEOUT`); past it the
+batch scores 0 with status ``timeout`` (not cached) and the caller gets control back at
+once. Python cannot kill a thread, so the abandoned call keeps running in the background;
+the next call first waits up to ``timeout`` for it and, if it is still running, scores 0
+with status ``timeout`` too (so hung calls never pile up). :attr:`JudgeResult.status` is,
+like the math verifier's, ``ok`` | ``parse_error`` (unusable reply) | ``timeout`` |
+``judge_error`` (the judge raised or returned the wrong number of replies). A judge
+policy that needs thread-local state (e.g. ``torch.inference_mode`` set by the caller)
+must set it inside ``act``.
+
 Cache: with ``cache_dir`` set, each verdict is a JSON file named by a BLAKE2 hash of
 (image bytes, shapes and dtypes, instruction, judge id, rubric version); a hit returns the
 stored verdict without calling the judge. Judges sample, so an env using one sets
@@ -31,6 +42,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,7 +51,12 @@ import numpy as np
 
 from lavida_envs.base import coerce_text
 
-__all__ = ["JudgeResult", "JudgeScorer", "RUBRIC", "parse_judge_reply"]
+__all__ = ["DEFAULT_TIMEOUT", "JUDGE_STATUSES", "JudgeResult", "JudgeScorer", "RUBRIC", "parse_judge_reply"]
+
+#: Seconds one judge call (one batch of cache misses) may take before it scores 0 with status timeout.
+DEFAULT_TIMEOUT = 120.0
+#: Statuses a :class:`JudgeResult` may carry.
+JUDGE_STATUSES = ("ok", "parse_error", "timeout", "judge_error")
 
 #: Bump when the rubric changes so old cache entries are not reused.
 RUBRIC_VERSION = "1"
@@ -75,6 +92,7 @@ class JudgeResult:
     error: str | None = None
     reply: str = ""
     cached: bool = False
+    status: str = "ok"
 
 
 def _from_json(text: str) -> tuple[float | None, float | None]:
@@ -120,6 +138,10 @@ def parse_judge_reply(text: str) -> tuple[float | None, float | None, str | None
     return sc, pq, None
 
 
+class _JudgeTimeout(Exception):
+    """The judge did not answer within its timeout."""
+
+
 def _hash_images(h: Any, images: Sequence[np.ndarray | None]) -> None:
     for img in images:
         if img is None:
@@ -139,7 +161,10 @@ class JudgeScorer:
         judge_id: str = "judge",
         cache_dir: str | None = None,
         show_source: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 24 * 3600:
+            raise ValueError(f"judge timeout must be seconds in (0, 86400], got {timeout!r}")
         if not (hasattr(policy, "act") or callable(policy)):
             raise TypeError(
                 f"judge policy must have act(observations, num_samples) or be callable obs -> text, "
@@ -149,6 +174,8 @@ class JudgeScorer:
         self.judge_id = str(judge_id)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.show_source = bool(show_source)
+        self.timeout = float(timeout)
+        self._running: threading.Thread | None = None  # a call that outlived its timeout
 
     # ----- cache ----------------------------------------------------------------------
     def cache_key(self, output: np.ndarray, instruction: str, source: np.ndarray | None = None) -> str:
@@ -169,6 +196,7 @@ class JudgeScorer:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             result = JudgeResult(**{k: data[k] for k in ("score", "sc", "pq", "error", "reply")})
+            result.status = str(data.get("status") or ("ok" if result.error is None else "parse_error"))
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a corrupt entry is recomputed and overwritten
         result.cached = True
@@ -194,6 +222,31 @@ class JudgeScorer:
             image, layout = np.concatenate([source, output], axis=1), _LAYOUT_SIDE
         return {"image": image, "prompt": RUBRIC.format(instruction=instruction, layout=layout)}
 
+    def _ask_bounded(self, observations: list[dict[str, Any]]) -> list[Any]:
+        """The judge's replies, or :class:`_JudgeTimeout` after ``timeout`` seconds."""
+        if self._running is not None:
+            self._running.join(self.timeout)
+            if self._running.is_alive():
+                raise _JudgeTimeout(f"judge still busy with an earlier call that exceeded {self.timeout:g}s")
+            self._running = None
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["replies"] = self._ask(observations)
+            except BaseException as exc:  # handed to the caller's thread below
+                box["error"] = exc
+
+        thread = threading.Thread(target=call, name="lavida-judge", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            self._running = thread
+            raise _JudgeTimeout(f"judge call exceeded {self.timeout:g}s")
+        if "error" in box:
+            raise box["error"]
+        return box["replies"]
+
     def _ask(self, observations: list[dict[str, Any]]) -> list[Any]:
         if hasattr(self.policy, "act"):
             return [samples[0] for samples in self.policy.act(observations, num_samples=1)]
@@ -211,13 +264,16 @@ class JudgeScorer:
         if todo:
             observations = [self.observation(outputs[n], instructions[n], sources[n]) for n in todo]
             try:
-                replies = self._ask(observations)
+                replies = self._ask_bounded(observations)
                 if len(replies) != len(todo):
                     raise ValueError(f"judge returned {len(replies)} replies for {len(todo)} observations")
-            except Exception as exc:  # a failing judge scores 0 and is retried next time
-                error = f"judge failed: {type(exc).__name__}: {str(exc)[:200]}"
+            except Exception as exc:  # a failing or hung judge scores 0 and is retried next time
+                if isinstance(exc, _JudgeTimeout):
+                    error, status = str(exc), "timeout"
+                else:
+                    error, status = f"judge failed: {type(exc).__name__}: {str(exc)[:200]}", "judge_error"
                 for n in todo:
-                    results[n] = JudgeResult(score=0.0, error=error)
+                    results[n] = JudgeResult(score=0.0, error=error, status=status)
                 return [r for r in results if r is not None]
             for n, reply in zip(todo, replies):
                 result = self._verdict(reply)
@@ -229,10 +285,10 @@ class JudgeScorer:
     def _verdict(reply: Any) -> JudgeResult:
         text, error = coerce_text(reply)
         if text is None:
-            return JudgeResult(score=0.0, error=f"unusable judge reply: {error}")
+            return JudgeResult(score=0.0, error=f"unusable judge reply: {error}", status="parse_error")
         sc, pq, error = parse_judge_reply(text)
         if error is not None or sc is None or pq is None:
-            return JudgeResult(score=0.0, error=error, reply=text[:MAX_REPLY_CHARS])
+            return JudgeResult(score=0.0, error=error, reply=text[:MAX_REPLY_CHARS], status="parse_error")
         return JudgeResult(score=math.sqrt(sc * pq) / 10.0, sc=sc, pq=pq, reply=text[:MAX_REPLY_CHARS])
 
     def score(self, output: np.ndarray, instruction: str, source: np.ndarray | None = None) -> JudgeResult:
