@@ -1,4 +1,4 @@
-"""Hugging Face policy adapters: run a local HF model on our envs (DESIGN sections 4 and 6).
+"""Hugging Face policy adapters: run a local HF model on our envs (docs/design.md, "Public API" and "Evaluation").
 
 Three adapters, each a :class:`agents.policy.Policy` (``act(observations, num_samples=1) ->
 list[list[action]]``) that loads ONLY from a local directory (``local_files_only=True``):
@@ -21,7 +21,11 @@ how the evaluator batches; sampling (``temperature > 0``) is seeded per
 ``(seed, observation content)``. At ``temperature == 0`` decoding is greedy and the
 ``num_samples`` samples are identical. ``decoding_settings()`` returns what to record with
 results. A missing directory raises ``FileNotFoundError`` and a model of the wrong kind
-``ValueError``, both naming the path, what was expected and the spec to use instead.
+``ValueError``, both naming the path, what was expected and the spec to use instead; a
+masked-diffusion LM (LLaDA-style: a known diffusion ``model_type``, remote code with a
+``mask_token_id`` -- both read before any weights load -- or a loaded model class without
+``generate``) given to ``hf:``/``hf-vlm:`` is refused with a ``ValueError`` pointing to
+``hf-dllm:``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "HFVLMPolicy",
     "chat_template_flag",
     "check_model_kind",
+    "diffusion_lm_hint",
     "load_local_config",
     "local_model_dir",
     "observation_seed",
@@ -104,6 +109,42 @@ def model_kinds(config: Any) -> list[str]:
         if config.model_type in getattr(modeling_auto, mapping) or auto_class in auto_map:
             kinds.append(kind)
     return kinds
+
+
+#: ``model_type`` values of masked-diffusion LMs (remote code), lower-cased
+DIFFUSION_MODEL_TYPES = frozenset({"llada", "llada_moe", "lladamoe", "dream", "mmada", "lavida"})
+
+
+def diffusion_lm_hint(folder: Path) -> str | None:
+    """Why ``folder/config.json`` looks like a masked-diffusion LM (LLaDA-style), or None.
+
+    Read as plain JSON, so a remote-code config is recognised without running its code: a
+    known diffusion ``model_type`` or a ``mask_token_id`` in a config whose ``auto_map``
+    names remote classes.
+    """
+    import json
+
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    model_type = str(raw.get("model_type", "")).lower()
+    if model_type in DIFFUSION_MODEL_TYPES:
+        return f"model_type {raw.get('model_type')!r}"
+    if raw.get("mask_token_id") is not None and raw.get("auto_map"):
+        return f"remote code with mask_token_id {raw.get('mask_token_id')!r}"
+    return None
+
+
+def refuse_diffusion_lm(folder: Path, spec_prefix: str, why: str) -> None:
+    """Raise the ValueError that sends a diffusion-LM folder given to ``spec_prefix`` to ``hf-dllm:``."""
+    raise ValueError(
+        f"{str(folder)!r} holds a masked-diffusion LM ({why}), which {spec_prefix}<dir> cannot run (it decodes "
+        f"with generate()); use hf-dllm:{folder} (our diffusion sampler), adding --policy-kwargs "
+        "trust_remote_code=true for a remote-code checkpoint such as LLaDA"
+    )
 
 
 def check_model_kind(config: Any, folder: Path, kind: str) -> None:
@@ -207,6 +248,10 @@ class GenerateAdapter:
         self.gen_kwargs = dict(gen_kwargs)
         self.seed, self.batch_prompts = int(seed), bool(batch_prompts)
         self.path = local_model_dir(path, self.kind)
+        prefix = KINDS[self.kind][2]
+        why = diffusion_lm_hint(self.path)
+        if why:
+            refuse_diffusion_lm(self.path, prefix, why)
         check_model_kind(load_local_config(self.path, self.kind, trust_remote_code), self.path, self.kind)
         self.device = resolve_device(device)
         owner = self.load_processing(trust_remote_code)
@@ -215,6 +260,8 @@ class GenerateAdapter:
         self.model = self.auto_model_class().from_pretrained(
             str(self.path), local_files_only=True, trust_remote_code=trust_remote_code, **extra
         ).to(self.device).eval()
+        if not callable(getattr(self.model, "generate", None)):
+            refuse_diffusion_lm(self.path, prefix, f"its class {type(self.model).__name__} has no generate()")
         self.use_chat_template = chat_template_flag(owner, use_chat_template, self.path, self.template_owner_name)
 
     def load_processing(self, trust_remote_code: bool) -> Any:

@@ -193,3 +193,25 @@ def test_model_kinds_follow_the_auto_mappings(dirs):
     assert kinds("causal") == ["causal"]
     assert kinds("vlm") == ["vlm"]
     assert set(kinds("mlm")) == {"causal", "masked"}  # BERT: refused as a causal LM (encoder-only)
+
+
+@pytest.mark.parametrize("mask_in_config", [True, False])
+def test_hf_refuses_a_diffusion_lm_and_names_hf_dllm(tmp_path, monkeypatch, mask_in_config):
+    import transformers.dynamic_module_utils as dmu
+
+    monkeypatch.setattr(dmu, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    # LLaDA's config maps AutoModelForCausalLM to a model without generate()
+    folder = save_tiny_remote_dllm(tmp_path / "llada_like", causal_auto_map=True, mask_in_config=mask_in_config)
+    for trust in (False, True):
+        if not mask_in_config and not trust:
+            continue  # then the config itself needs remote code (the existing hint says so)
+        with pytest.raises(ValueError) as err:
+            HFCausalLMPolicy(folder, trust_remote_code=trust)
+        message = str(err.value)
+        assert "masked-diffusion LM" in message and f"hf-dllm:{folder}" in message and "trust_remote_code" in message
+    from baselines.specs import resolve_policy
+
+    with pytest.raises(ValueError, match="hf-dllm:"):
+        resolve_policy(f"hf:{folder}", trust_remote_code=True)
+    assert HFDiffusionLMPolicy(folder, trust_remote_code=True, gen_length=8, steps=4, block_length=8, mask_token_id=4)

@@ -158,8 +158,14 @@ class TinyDLM(PreTrainedModel):
 '''
 
 
-def save_tiny_remote_dllm(path: str | Path, seed: int = 0) -> Path:
-    """A LLaDA-style remote-code checkpoint (``auto_map`` -> ``AutoModel``) with mask id in its config."""
+def save_tiny_remote_dllm(
+    path: str | Path, seed: int = 0, causal_auto_map: bool = False, mask_in_config: bool = True
+) -> Path:
+    """A LLaDA-style remote-code checkpoint (``auto_map`` -> ``AutoModel``) with mask id in its config.
+
+    ``causal_auto_map`` also maps ``AutoModelForCausalLM`` to the model (as LLaDA's config does,
+    although the model has no ``generate``); ``mask_in_config=False`` leaves ``mask_token_id`` out.
+    """
     import json
 
     folder = Path(path)
@@ -174,6 +180,10 @@ def save_tiny_remote_dllm(path: str | Path, seed: int = 0) -> Path:
         "eos_token_id": tok.eos_token_id,
         "auto_map": {"AutoConfig": "configuration_tiny_dlm.TinyDLMConfig", "AutoModel": "modeling_tiny_dlm.TinyDLM"},
     }
+    if causal_auto_map:
+        config["auto_map"]["AutoModelForCausalLM"] = "modeling_tiny_dlm.TinyDLM"
+    if not mask_in_config:
+        del config["mask_token_id"]
     (folder / "config.json").write_text(json.dumps(config))
     from transformers import AutoConfig, AutoModel
 
