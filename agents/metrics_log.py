@@ -7,7 +7,7 @@
   identical to an uninterrupted run's; so is a cut-off last line (killed mid-write), while a
   corrupt line before it raises ``ValueError`` naming the file and line. Rows also go to the accelerator's trackers
   (``report_to``), when it has any.
-* :class:`CollapseAlarm` -- the collapse signal of DESIGN section 7: over the last
+* :class:`CollapseAlarm` -- the collapse signal (docs/design.md, "Monitoring"): over the last
   ``window`` steps, the reward's second-half mean is at least ``reward_drop`` (absolute)
   below its first-half mean AND the entropy's is at least ``entropy_drop`` (relative)
   below its own; it then reports once and stays quiet for another ``window`` steps. Its

@@ -1,4 +1,4 @@
-"""Baselines: simple policies, Hugging Face adapters and policy specs (DESIGN section 4).
+"""Baselines: simple policies, Hugging Face adapters and policy specs (docs/design.md, "Public API").
 
 Exports are lazy, so ``import baselines`` stays cheap (torch/transformers load on first use):
 ``RandomPolicy``, ``ConstantPolicy``, ``OraclePolicy`` (:mod:`baselines.simple`),

@@ -1,6 +1,6 @@
 """Policy specs: the ``--policy SPEC`` strings of ``lavida eval`` resolved to :class:`agents.policy.Policy` objects.
 
-Forms (DESIGN section 4), checked in this order:
+Forms (docs/design.md, "Public API"), checked in this order:
 
 * ``random`` | ``constant`` | ``oracle`` -- :mod:`baselines.simple` (``oracle`` needs
   ``prepare(env, indices)`` before acting; the evaluator calls it);

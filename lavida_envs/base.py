@@ -1,6 +1,6 @@
 """`TaskEnv`: the single-step Gymnasium environment every LaViDa task builds on.
 
-Contract (DESIGN section 2):
+Contract (docs/design.md, "Layers" and "Public API"):
 
 * One episode is one problem. ``reset`` returns ``{"image": uint8[S, S, 3], "prompt": str}``
   and an ``info`` dict with ``task``, ``index``, ``difficulty``, ``source``, ``answer``,

@@ -72,7 +72,12 @@ def test_labels_give_a_masked_lm_loss():
     labels = torch.full_like(ids, -100)
     labels[:, -3:] = ids[:, -3:]
     out = model(ids, pixels, labels=labels)
-    assert out.loss is not None and torch.isfinite(out.loss)
+    logp = torch.log_softmax(out.logits.float(), -1)[:, -3:]  # the labelled positions only
+    expected = -logp.gather(-1, ids[:, -3:, None]).mean()
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    labels[:, -1] = (ids[:, -1] + 1) % model.config.vocab_size  # another target changes the loss
+    assert not torch.allclose(model(ids, pixels, labels=labels).loss, out.loss)
+    assert model(ids, pixels).loss is None
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -1,6 +1,6 @@
 """``ARPolicy``: the autoregressive agent backbone -- a tiny causal LM acting on env observations.
 
-Contract (DESIGN section 4): implements :class:`agents.policy.Policy` and
+Contract (docs/design.md, "Public API"): implements :class:`agents.policy.Policy` and
 :class:`agents.policy.TrainablePolicy` with the diffusion policy's inputs and outputs, so the
 one trainer, the evaluation and the rewards treat both alike.
 

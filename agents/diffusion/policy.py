@@ -1,6 +1,6 @@
 """``DiffusionPolicy``: the LaViDa-R1 agent -- a masked-diffusion model acting on env observations.
 
-Contract (DESIGN sections 4-5): implements :class:`agents.policy.Policy` and
+Contract (docs/design.md, "Public API" and "Training"): implements :class:`agents.policy.Policy` and
 :class:`agents.policy.TrainablePolicy`.
 
 * ``rollout(observations, num_samples, forced, generator) -> Rollouts``: prompts are built
