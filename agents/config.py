@@ -45,7 +45,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from agents.diffusion.likelihood import ESTIMATORS
-from agents.diffusion.sampler import REMASKING
+from agents.diffusion.sampler import CACHE_MODES, REMASKING, check_threshold
 from agents.losses import LOSS_TYPES, REGULARIZERS
 from lavida_envs import ENVS, TASK_ENV_IDS
 
@@ -63,7 +63,7 @@ __all__ = [
 #: Tasks the trainer can build envs for (their single-task env ids: ``lavida_envs.TASK_ENV_IDS``).
 KNOWN_TASKS: tuple[str, ...] = tuple(TASK_ENV_IDS)
 #: Sampler settings a task may override (LLaDA's names; docs/design.md, "Public API").
-DECODING_KEYS: tuple[str, ...] = ("gen_length", "steps", "block_length", "temperature", "remasking", "threshold")
+DECODING_KEYS: tuple[str, ...] = ("gen_length", "steps", "block_length", "temperature", "remasking", "threshold", "cache")
 PHASES = ("sft", "rl")
 LIKELIHOODS = ESTIMATORS
 REMASKINGS = REMASKING
@@ -203,9 +203,13 @@ class TrainConfig:
     temperature: float = _field(1.0, "Sampling temperature of rollouts (0 = greedy).")
     remasking: str = _field("low_confidence", "Which positions a step unmasks.", choices=REMASKINGS)
     threshold: float | None = _field(None, "Parallel threshold-decoding confidence (None = fixed schedule).")
+    cache: str = _field(
+        "none", "KV cache of diffusion rollouts: none (exact), prefix or dual (Fast-dLLM; see docs/rollouts.md).",
+        choices=CACHE_MODES,
+    )
     task_decoding: TaskDecoding = _field(
         factory=lambda: TaskDecoding({"grounding": {"gen_length": 160}, "image_edit": {"gen_length": 192}}),
-        help="Per-task overrides of the six sampling settings, e.g. '{\"grounding\": {\"gen_length\": 160}}'.",
+        help="Per-task overrides of the sampling settings, e.g. '{\"grounding\": {\"gen_length\": 160}}'.",
     )
     # ----- optimisation --------------------------------------------------------------
     learning_rate: float = _field(
@@ -357,8 +361,11 @@ class TrainConfig:
         if not (isinstance(d["temperature"], (int, float)) and d["temperature"] >= 0):
             _fail(label("temperature"), d["temperature"], "must be a number >= 0")
         _check_choice(label("remasking"), d["remasking"], REMASKINGS)
-        if d["threshold"] is not None and not 0.0 < d["threshold"] <= 1.0:
+        try:
+            check_threshold(d["threshold"])
+        except (TypeError, ValueError):
             _fail(label("threshold"), d["threshold"], "must be in (0, 1] or None")
+        _check_choice(label("cache"), d["cache"], CACHE_MODES)
 
     def _validate_tree(self) -> None:
         steps = self.tree_branch_steps

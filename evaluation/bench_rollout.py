@@ -1,4 +1,4 @@
-"""``lavida bench rollout``: masked-diffusion sampler throughput, one token per step vs threshold decoding.
+"""``lavida bench rollout``: masked-diffusion sampler throughput: one token per step vs KV caches and threshold decoding.
 
 Model: the project's ``DiffusionModel`` (agents.diffusion.model) at a tiny size, briefly trained
 (``--train-steps``) with the complementary-mask ELBO on a synthetic "walk" task, so its confidences are
@@ -71,9 +71,25 @@ def tiny_model(task: WalkTask, seed: int = 0, hidden: int = 128, layers: int = 4
     return DiffusionModel(config)
 
 
+class _ModelFn:
+    """``model_fn(ids, attention_mask) -> logits`` for a DiffusionModel, with the sampler's KV-cache hooks."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask).logits
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor | None):
+        return self.model.encode_with_cache(ids, attention_mask=mask)
+
+    def window(self, ids, mask, start: int, end: int, cache: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_window(ids, mask, start, end, cache)
+
+
 def model_fn_of(model) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
-    """``model_fn(ids, attention_mask) -> logits`` for a DiffusionModel."""
-    return lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits
+    """``model_fn(ids, attention_mask) -> logits`` for a DiffusionModel (also a CachingModelFn)."""
+    return _ModelFn(model)
 
 
 def tiny_ar_model(task: WalkTask, seed: int = 0, hidden: int = 128, layers: int = 4):
@@ -240,10 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     methods: dict[str, Method] = {
         "diffusion, 1 token/step": diffusion_method(model, task, steps=args.gen_length, **common),
         "diffusion, 2 tokens/step": diffusion_method(model, task, steps=args.gen_length // 2, **common),
+        "diffusion, prefix cache": diffusion_method(model, task, steps=args.gen_length, cache="prefix", **common),
+        "diffusion, dual cache": diffusion_method(model, task, steps=args.gen_length, cache="dual", **common),
     }
     for value in args.threshold:
         methods[f"diffusion, threshold {value}"] = diffusion_method(
             model, task, steps=args.gen_length, threshold=value, **common)
+        methods[f"diffusion, dual + thr {value}"] = diffusion_method(
+            model, task, steps=args.gen_length, threshold=value, cache="dual", **common)
     ar_model = prepared_model(task, args.train_steps, args.seed, args.cache, args.device, causal=True)
     methods["autoregressive, KV cache"] = ar_method(ar_model, task, args.temperature)
     methods["autoregressive, no cache"] = ar_method(ar_model, task, args.temperature, use_cache=False)
@@ -252,12 +272,17 @@ def main(argv: list[str] | None = None) -> int:
           f"(autoregressive {sum(p.numel() for p in ar_model.parameters()) / 1e6:.2f}M)")
     print(f"{'method':30s} {'tokens/s':>9s} {'speedup':>8s} {'calls/batch':>12s} {'steps/row':>10s} {'valid':>6s}")
     prompts = task.batch(args.batch, torch.Generator().manual_seed(args.seed + 1))[0].to(args.device)
-    baseline = None
+    from evaluation.throughput import record
+
+    baseline, first = None, next(iter(methods))
     for name, run in methods.items():
         stats = time_method(run, prompts, task, args.repeats, args.seed)
         baseline = baseline or stats["tokens_per_s"]
         print(f"{name:30s} {stats['tokens_per_s']:9.0f} {stats['tokens_per_s'] / baseline:7.2f}x "
               f"{stats['calls']:12.1f} {stats['steps']:10.1f} {stats['valid']:6.2f}")
+        if name != first:
+            record("rollout", f"{name.replace('diffusion, ', 'diffusion ')} tokens/s (valid {stats['valid']:.2f})",
+                   stats["tokens_per_s"], "/s", stats["tokens_per_s"] / baseline, first)
     print("valid = fraction of responses whose every move is +1 or +2 letters")
     return 0
 

@@ -17,6 +17,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "rewards": ("evaluation.bench_rewards", "math reward checks/s and accuracy vs a raw math-verify loop"),
     "envs": ("evaluation.bench_envs", "env reset/s and reset+step/s vs a bare render of the same images"),
     "rollout": ("evaluation.bench_rollout", "sampler tokens/s, default vs threshold decoding (and AR)"),
+    "cache": ("evaluation.bench_cache", "KV-cached diffusion rollouts on the three tasks: none/prefix/dual, threshold, AR"),
     "likelihood": ("evaluation.bench_likelihood", "variance of the ELBO estimators at equal forward passes"),
     "train": ("evaluation.bench_train", "trainer step time and tokens/s, SFT vs RL steps"),
 }

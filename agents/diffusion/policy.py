@@ -39,6 +39,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from agents.diffusion.codec import ImageCodec, PaletteCodec, codec_from_dict
 from agents.diffusion.layout import decode_response, task_of
 from agents.diffusion.model import DiffusionConfig, DiffusionModel
+from agents.diffusion.likelihood import ESTIMATORS
 from agents.diffusion.sampler import check_cache, check_threshold
 from agents.diffusion.rows import RowBatch, assemble, tagged_model_fn, with_tags
 from agents.diffusion.tokenizer import SpecialIds, build_tokenizer, special_ids
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["POLICY_CONFIG", "DecodingConfig", "DiffusionPolicy"]
 
 POLICY_CONFIG = "policy_config.json"
-ESTIMATORS = ("mean_field", "random_mask", "complementary")
 #: Text positions per task unless configured (difficulty-1 reference solutions fit them).
 DEFAULT_TASK_GEN_LENGTH: dict[str, int] = {"grounding": 160, "image_edit": 192}
 
