@@ -215,3 +215,33 @@ def test_hf_refuses_a_diffusion_lm_and_names_hf_dllm(tmp_path, monkeypatch, mask
     with pytest.raises(ValueError, match="hf-dllm:"):
         resolve_policy(f"hf:{folder}", trust_remote_code=True)
     assert HFDiffusionLMPolicy(folder, trust_remote_code=True, gen_length=8, steps=4, block_length=8, mask_token_id=4)
+
+
+def test_qwen2_vl_style_model_runs_under_hf_vlm_without_torchvision(tmp_path, math_env):
+    from tiny_hf import save_tiny_qwen2_vl
+
+    folder = save_tiny_qwen2_vl(tmp_path / "qwen2vl")
+    policy = HFVLMPolicy(folder, max_new_tokens=4)
+    assert type(policy.processor).__name__.startswith("Qwen2VLProcessor") and policy.use_chat_template
+    obs = _observations(math_env, 2)
+    _assert_valid_actions(math_env, obs, policy.act(obs), 1)
+
+
+def test_a_processor_that_needs_torchvision_says_what_to_install(tmp_path, monkeypatch):
+    import transformers
+
+    from baselines.hf_vlm import images_only_processor, torchvision_hint
+
+    assert f"torch {torch.__version__}" in torchvision_hint() and "pip install torchvision" in torchvision_hint()
+    folder = save_tiny_vlm(tmp_path / "vlm")
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "LlavaProcessor"}))
+    missing = ImportError("FooVideoProcessor requires the Torchvision library but it was not found")
+    with pytest.raises(ImportError, match=r"vlm.*requires the Torchvision library.*pip install torchvision"):
+        images_only_processor(folder, False, missing)  # LLaVA has no video processor to leave out
+
+    def no_torchvision(*args, **kwargs):
+        raise missing
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", no_torchvision)
+    with pytest.raises(ImportError, match=r"matches torch .*torchvision 0\.\d+"):
+        HFVLMPolicy(folder)

@@ -4,7 +4,8 @@
   library, wrapped in ``PreTrainedTokenizerFast`` (``<pad>``, ``<s>``, ``</s>``, ``<image>``,
   ``<mask>``; optionally a tiny chat template).
 * :func:`save_tiny_causal_lm`, :func:`save_tiny_vlm` (LLaVA: CLIP vision tower + Llama, PIL
-  image processor), :func:`save_tiny_masked_lm` (BERT masked LM) write a model and its
+  image processor), :func:`save_tiny_qwen2_vl` (Qwen2-VL, whose processor wants torchvision),
+  :func:`save_tiny_masked_lm` (BERT masked LM) write a model and its
   tokenizer/processor to a directory and return the path.
 """
 
@@ -100,6 +101,49 @@ def save_tiny_vlm(path: str | Path, seed: int = 0) -> Path:
     LlavaForConditionalGeneration(config).save_pretrained(path)
     processor.save_pretrained(path)
     return Path(path)
+
+
+def save_tiny_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
+    """A random Qwen2-VL (1-layer vision tower on <= 32x32 images + 1-layer text model) + its files.
+
+    Written file by file (tokenizer, PIL image processor, ``processor_config.json`` naming
+    ``Qwen2VLProcessor``), because building a ``Qwen2VLProcessor`` object needs torchvision for
+    its video processor; loading the folder is what the adapter has to get right.
+    """
+    import json
+
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(chat_template=True)
+    vision_tokens = ["<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]  # images use the tokenizer's <image>
+    tok.add_special_tokens({"additional_special_tokens": vision_tokens})
+    tok.save_pretrained(folder)
+    images = Qwen2VLImageProcessorPil(
+        min_pixels=16 * 16, max_pixels=32 * 32, patch_size=4, merge_size=2, temporal_patch_size=2
+    )
+    images.save_pretrained(folder)
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
+    ids = {name: tok.convert_tokens_to_ids(name) for name in ["<image>", *vision_tokens]}
+    text = dict(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=1024, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    vision = dict(
+        depth=1, embed_dim=16, hidden_size=16, num_heads=2, patch_size=4, spatial_merge_size=2,
+        temporal_patch_size=2, in_channels=3, mlp_ratio=2,
+    )
+    config = Qwen2VLConfig(
+        text_config=text, vision_config=vision, image_token_id=ids["<image>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    Qwen2VLForConditionalGeneration(config).save_pretrained(folder)
+    return folder
 
 
 def save_tiny_masked_lm(path: str | Path, seed: int = 0, mask_in_config: bool = True) -> Path:
