@@ -154,3 +154,50 @@ def test_grounding_metrics_exact_values():
     with pytest.raises(ValueError, match="pair up"):
         grounding_metrics(preds[:2], golds)
     assert grounding_metrics([], [])["acc@0.5"] == 0.0
+
+
+def test_iou_floor_makes_a_whole_image_box_worth_only_the_format_term():
+    """Issue 17 item 15: a content-free whole-image box used to out-score random boxes."""
+    import gymnasium as gym
+
+    from baselines.simple import RandomPolicy
+    from lavida_envs.rewards.grounding import DEFAULT_IOU_FLOOR, iou_accuracy
+
+    assert DEFAULT_IOU_FLOOR == 0.1
+    assert iou_accuracy(0.09) == 0.0 and iou_accuracy(0.1) == 0.1 and iou_accuracy(0.6) == 0.6
+    assert iou_accuracy(0.09, floor=0.0) == 0.09 and iou_accuracy(0.6, threshold=0.5) == 1.0
+    assert iou_accuracy(float("nan")) == 0.0
+    whole = "<think>all of it</think><answer>[0, 0, 128, 128]</answer>"
+    env = gym.make("LaViDa/Grounding-v0", split="test", difficulty="mixed").unwrapped
+    raw = gym.make("LaViDa/Grounding-v0", split="test", difficulty="mixed", iou_floor=0.0).unwrapped
+    policy = RandomPolicy(seed=0)
+    whole_rewards, random_rewards, raw_whole = [], [], []
+    for i in range(40):
+        obs, info = env.reset(options={"index": i})
+        _, reward, _, _, step = env.step(whole)
+        assert 0 < step["metrics"]["iou"] < DEFAULT_IOU_FLOOR  # overlaps a little, always
+        whole_rewards.append(reward)
+        raw.reset(options={"index": i})
+        raw_whole.append(raw.step(whole)[1])
+        _, reward, _, _, step = env.step(policy.act([obs])[0][0])
+        random_rewards.append(reward)
+        env.reset(options={"index": i})
+        assert env.step(info["solution"])[1] == pytest.approx(1.0)  # the oracle keeps 1.0
+    assert all(r == pytest.approx(0.1) for r in whole_rewards)  # format only
+    assert sum(raw_whole) / 40 > 0.12  # what the floor removes (0.9 * mean IoU 0.03 + 0.1)
+    assert max(random_rewards) <= 1.0
+
+
+def test_iou_floor_kwarg_is_validated_and_shapes_only_accuracy():
+    import gymnasium as gym
+
+    env = gym.make("LaViDa/Grounding-v0", split="test", difficulty=1, iou_floor=0.5).unwrapped
+    env.reset(options={"index": 3})
+    x1, y1, x2, y2 = env.problem(3).meta["box"]
+    dx = (x2 - x1) // 2 if x2 + (x2 - x1) // 2 <= 128 else -((x2 - x1) // 2)  # half a width off: IoU ~1/3
+    _, _, _, _, step = env.step(f"<think>a</think><answer>[{x1 + dx}, {y1}, {x2 + dx}, {y2}]</answer>")
+    iou = step["metrics"]["iou"]
+    assert 0.1 < iou < 0.5 and step["reward_components"]["accuracy"] == 0.0
+    for bad in (-0.1, 1.0, "0.2", True):
+        with pytest.raises(ValueError, match="iou_floor"):
+            gym.make("LaViDa/Grounding-v0", iou_floor=bad)

@@ -21,6 +21,18 @@ Contract:
   (``pixel`` | ``norm1000`` | ``norm1``) to pixels of the observed image, clip to the image,
   snap to the pixel grid (round to integers: gold boxes are integer pixels), then IoU with
   the gold. A box that is empty after clipping scores 0 with an error.
+* :func:`iou_accuracy` -- the accuracy term of ``LaViDa/Grounding-v0``'s reward from an
+  IoU. **Floored by default**: ``IoU if IoU >= floor else 0`` with ``floor =``
+  :data:`DEFAULT_IOU_FLOOR` (0.1); ``floor=0`` gives the raw continuous IoU, and a
+  ``threshold`` ``t`` gives ``1[IoU >= t]`` instead. Why a floor: without one a box
+  covering the whole image always overlaps the target a little, so on the procedural
+  scenes it averaged IoU 0.030 (at most 0.075) over 200 test problems against 0.027 for
+  the random policy -- a constant, content-free answer that beat random guessing and that
+  group-relative RL pushes a policy towards. With the 0.1 floor it earns only the format
+  term, while coarse localisation still counts (a box 3x the target's side centred on it
+  has IoU 0.11); the oracle still scores 1.0. Thresholded rewards such as ``1[IoU >= 0.5]``
+  are the other common choice in grounding RL (``iou_threshold=``), but they give a small
+  policy almost no signal (0 of 200 random boxes reach IoU 0.5).
 * :func:`grounding_metrics` -- ``acc@0.5`` (the paper's P@0.5), ``acc@0.75``, ``giou``
   (mean per-sample IoU, = ``mean_iou``, a.k.a. mIoU) and ``ciou`` (sum of intersections /
   sum of unions); a ``None`` prediction counts IoU 0 (and its gold area enters the union).
@@ -39,11 +51,13 @@ from lavida_envs.rewards.format import find_boxed
 
 __all__ = [
     "BOX_FORMATS",
+    "DEFAULT_IOU_FLOOR",
     "box_iou",
     "format_box",
     "from_pixels",
     "grounding_metrics",
     "intersection_union",
+    "iou_accuracy",
     "parse_box",
     "parse_box_verbose",
     "score_box_text",
@@ -51,6 +65,8 @@ __all__ = [
 ]
 
 Box = tuple[float, float, float, float]
+#: IoU below which the grounding accuracy term is 0 (see :func:`iou_accuracy`).
+DEFAULT_IOU_FLOOR = 0.1
 #: How a box's numbers are read: pixels of the observed image, 0..1000 or 0..1 of its side.
 BOX_FORMATS: dict[str, float | None] = {"pixel": None, "norm1000": 1000.0, "norm1": 1.0}
 
@@ -172,6 +188,15 @@ def score_box_text(
     if not _valid(clipped):
         return 0.0, clipped, f"box {list(box)} ({box_format}) is empty after clipping to the {width}x{height} image"
     return box_iou(clipped, gold), clipped, None
+
+
+def iou_accuracy(iou: float, floor: float = DEFAULT_IOU_FLOOR, threshold: float | None = None) -> float:
+    """Accuracy term from an IoU: ``1[iou >= threshold]`` when given, else ``iou`` floored at ``floor``."""
+    if not math.isfinite(iou):
+        return 0.0
+    if threshold is not None:
+        return float(iou >= threshold)
+    return float(iou) if iou >= floor else 0.0
 
 
 def grounding_metrics(

@@ -21,14 +21,19 @@ Kwargs (besides :class:`~lavida_envs.base.TaskEnv`'s):
   observed ``S x S`` image, origin top-left, ``x2``/``y2`` exclusive), ``"norm1000"``
   (0..1000 of the side, Qwen2-VL style) or ``"norm1"`` (0..1). The gold is kept in pixels;
   ``info["answer"]`` and the reference solution are written in the env's convention.
-* ``iou_threshold``: ``None`` (default) -> accuracy = IoU (continuous); a float ``t`` ->
+* ``iou_floor``: accuracy = IoU when IoU >= the floor, else 0 (default
+  :data:`~lavida_envs.rewards.grounding.DEFAULT_IOU_FLOOR` = 0.1, so a whole-image box
+  cannot out-score random boxes; ``0.0`` -> the raw continuous IoU). Why: see
+  :func:`lavida_envs.rewards.grounding.iou_accuracy`.
+* ``iou_threshold``: ``None`` (default) -> the floored IoU above; a float ``t`` ->
   accuracy = 1 if IoU >= t else 0 (e.g. 0.5 for the paper's P@0.5 as a reward).
 * ``min_shapes`` / ``max_shapes``: shapes per scene (default 3..9).
 * ``dataset``: ``"refcoco"``, ``"refcoco+"``, ``"refcocog"`` or ``"reasonseg"`` (optionally
   ``":SUBSPLIT"``, e.g. ``"refcoco:testA"``) with ``data_dir`` -- real images letterboxed
   to ``image_size`` (see ``lavida_envs.datasets.refcoco`` / ``.reasonseg``).
 
-Reward = ``w_acc * accuracy + w_fmt * format`` (defaults 0.9 / 0.1), where ``format`` is
+Reward = ``w_acc * accuracy + w_fmt * format`` (weights in ``reward=``, defaults 0.9 / 0.1;
+accuracy is shaped by ``iou_floor`` / ``iou_threshold``), where ``format`` is
 :func:`lavida_envs.rewards.format.format_reward`. The predicted box is parsed by
 :func:`lavida_envs.rewards.grounding.score_box_text` (one box only; converted to pixels,
 clipped to the image, snapped to integers; several boxes, NaN/inf, reversed corners or an
@@ -45,7 +50,7 @@ from typing import Any, Callable
 
 from lavida_envs.base import Problem, Score, TaskEnv, coerce_text, split_of_key
 from lavida_envs.rewards.format import format_reward
-from lavida_envs.rewards.grounding import BOX_FORMATS, format_box, score_box_text
+from lavida_envs.rewards.grounding import BOX_FORMATS, DEFAULT_IOU_FLOOR, format_box, iou_accuracy, score_box_text
 from lavida_envs.scene import Scene, render_scene, sample_grid_scene, sample_scene, shape_box
 from lavida_envs.tasks.grounding_refgen import generate
 from lavida_envs.tasks.grounding_refs import Ref, SidesCount
@@ -136,15 +141,19 @@ class GroundingEnv(TaskEnv):
         iou_threshold: float | None = None,
         min_shapes: int = 3,
         max_shapes: int = 9,
+        iou_floor: float = DEFAULT_IOU_FLOOR,
     ) -> None:
         if box_format not in BOX_FORMATS:
             raise ValueError(f"box_format must be one of {list(BOX_FORMATS)}, got {box_format!r}")
         if iou_threshold is not None and not 0.0 < float(iou_threshold) <= 1.0:
             raise ValueError(f"iou_threshold must be None (continuous IoU) or in (0, 1], got {iou_threshold!r}")
+        if isinstance(iou_floor, bool) or not isinstance(iou_floor, (int, float)) or not 0.0 <= iou_floor < 1.0:
+            raise ValueError(f"iou_floor must be a number in [0, 1) (0 = continuous IoU), got {iou_floor!r}")
         if not 2 <= int(min_shapes) <= int(max_shapes) <= 12:
             raise ValueError(f"need 2 <= min_shapes <= max_shapes <= 12, got {min_shapes}, {max_shapes}")
         self.box_format = box_format
         self.iou_threshold = None if iou_threshold is None else float(iou_threshold)
+        self.iou_floor = float(iou_floor)
         self.min_shapes, self.max_shapes = int(min_shapes), int(max_shapes)
         super().__init__(split, difficulty, image_size, dataset, data_dir, reward, render_mode)
 
@@ -199,13 +208,13 @@ class GroundingEnv(TaskEnv):
 
     # ----- scoring ---------------------------------------------------------------------
     def score(self, action: Any, problem: Problem) -> Score:
-        """accuracy = IoU (or 1[IoU >= iou_threshold]) of the one parsed box; format term."""
+        """accuracy = IoU floored at iou_floor (or 1[IoU >= iou_threshold]) of the one parsed box; format term."""
         text, error = coerce_text(action)
         if text is None:
             return Score({"accuracy": 0.0, "format": 0.0}, False, {"iou": 0.0}, None, error)
         s = self.image_size
         iou, pred, error = score_box_text(text, problem.meta["box"], s, s, self.box_format)
-        accuracy = iou if self.iou_threshold is None else float(iou >= self.iou_threshold)
+        accuracy = iou_accuracy(iou, self.iou_floor, self.iou_threshold)
         return Score(
             components={"accuracy": accuracy, "format": format_reward(text)},
             correct=iou >= 0.5,
