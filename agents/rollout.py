@@ -282,14 +282,14 @@ def collect_groups(
     for g, group in enumerate(groups):
         rows = rows_of[g]
         free, extra = rows[:num_generations], rows[num_generations:]
-        episode = score_actions(envs[group["env"]], group["index"], [rollouts.actions[r] for r in free])
-        for row, res in zip(free, episode.steps):
+        # one reset scores the group's free rows and its forced row (kept only if forcing fires)
+        episode = score_actions(envs[group["env"]], group["index"], [rollouts.actions[r] for r in free + extra])
+        for row, res in zip(free + extra, episode.steps):
             results[row] = res
         fires = forcing.has_gold(group["task"], group["answer"]) and all(results[r].reward < forcing.threshold for r in free)
         triggered += int(fires)
         keep += free
         if fires and extra:
-            (results[extra[0]],) = score_actions(envs[group["env"]], group["index"], [rollouts.actions[extra[0]]]).steps
             keep.append(extra[0])
     return assemble_groups(rollouts, results, row_group, row_forced, keep, groups, triggered, forcing)
 
