@@ -358,3 +358,45 @@ def test_visual_math_reset_readies_a_worker_so_the_first_step_meets_its_timeout(
     assert time.monotonic() - start < 1.0  # no worker start-up inside the check
     assert reward == pytest.approx(1.0), step_info["error"]
     env.close()
+
+
+# ----- answer forms (issue 17 item 20; rules in lavida_envs.rewards.math_normalize) ---------
+ANSWER_FORMS = [
+    # mixed numbers: a whole number and a proper fraction
+    ("4 4/9", r"\frac{40}{9}", True), ("-2 1/2", "-2.5", True), (r"4\frac{4}{9}", "4 4/9", True),
+    ("4 4/9", "16/9", False), (r"2\frac{1}{2}", "1", False), (r"2 \cdot \frac{1}{2}", "1", True),
+    # percent words are the % sign
+    ("33.5 percent", r"33.5\%", True), ("33.5 pct", "33.5", True), ("33.5 percent", "0.335", True),
+    ("33.5 per cent", "33.5", True), ("33.5 percent", "33", False),
+    # trailing unit words: the number counts, the unit is not compared
+    ("10 weeks", "10", True), ("10 cm^2", "10", True), ("10", "10 weeks", True), ("10 weeks", "11", False),
+    ("10 x", "10", False), ("10 x^2", "10", False), ("10 thousand", "10", False), ("3 and 4", "3", False),
+    ("30 degrees", r"\frac{\pi}{6}", True),
+    # assignments (already accepted; pinned here)
+    ("x = 2", "2", True), ("2", "x = 2", True), ("AB = 5", "5", True), ("x = 2 or x = 3", "2", False),
+    # clock times
+    ("3:30 PM", "3:30", True), ("3:30 p.m.", "3:30 pm", True), ("15:30", "3:30 PM", True),
+    ("3:30 AM", "3:30 PM", False), ("3:45", "3:30", False),
+    # modular answers are their residue; two moduli must agree
+    (r"17 \bmod 7 = 3", "3", True), (r"3 \pmod{7}", "3", True), (r"n \equiv 3 \pmod{7}", r"3 \pmod{7}", True),
+    (r"17 \bmod 7 = 3", "4", False), (r"3 \pmod{8}", r"3 \pmod{7}", False),
+    # a stray trailing backslash
+    ("5\\", "5", True), ("5\\", "6", False),
+]
+
+
+@pytest.mark.parametrize("pred, gold, expected", ANSWER_FORMS)
+def test_answer_forms(pred: str, gold: str, expected: bool) -> None:
+    assert math_equal(pred, gold) is expected
+
+
+def test_answer_form_rules_reach_check_answer_and_stay_cheap() -> None:
+    from lavida_envs.rewards import math_normalize as mn
+
+    verdict = check_answer("<answer>4 4/9 cups</answer>", r"\frac{40}{9}")
+    assert (verdict.correct, verdict.status) == (True, "ok")
+    assert check_answer("<answer>10 weeks</answer>", "10", answer_type="number").correct
+    for hostile in ("\\mod " * 190, "1 " * 499 + "x", "1:" * 499, "1\\," * 300 + "cm"):
+        start = time.monotonic()
+        mn.split_modulus(hostile), mn.strip_unit(hostile), mn.parse_clock(hostile), mn.parse_number(hostile)
+        assert time.monotonic() - start < 0.5

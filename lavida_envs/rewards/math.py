@@ -171,13 +171,16 @@ class _Gold:
     letter: str | None
     is_text: bool
     number: mn.Number | None
+    residue: str  # the residue of a modular gold (``3`` for ``3 \pmod{7}``), else ``text``
+    modulus: str | None
 
 
 @functools.lru_cache(maxsize=8192)
 def _gold(gold: str) -> _Gold:
     text = mn.clean(gold)
     letter = mn.choice_letter(text) if len(text) <= 12 else None
-    return _Gold(text, letter, mn.is_text_answer(text), mn.parse_number(text))
+    residue, modulus = mn.split_modulus(text)
+    return _Gold(text, letter, mn.is_text_answer(text), mn.parse_number(text), residue, modulus)
 
 
 def _prepare(pred: str, gold: str) -> Result | list[tuple[str, str]]:
@@ -200,11 +203,23 @@ def _prepare(pred: str, gold: str) -> Result | list[tuple[str, str]]:
             return Result(letter == info.letter, "ok", None)
     if info.is_text:
         return Result(mn.text_key(text) == mn.text_key(info.text), "ok", None)
+    gold_text, gold_number = info.text, info.number
+    if info.modulus is not None or r"mod" in text:  # modular answers: compare residues
+        text, modulus = mn.split_modulus(text)
+        if modulus is not None and info.modulus is not None and mn.text_key(modulus) != mn.text_key(info.modulus):
+            return Result(False, "ok", None)
+        if info.modulus is not None or modulus is not None:
+            gold_text, gold_number = info.residue, mn.parse_number(info.residue)
+            if text == gold_text:
+                return Result(True, "ok", None)
+    clock = mn.clocks_equal(text, gold_text)
+    if clock is not None:
+        return Result(clock, "ok", None)
     number = mn.parse_number(text)
-    both_equations = "=" in text and "=" in info.text  # y = 3 vs x = 3: leave to math-verify
-    if number is not None and info.number is not None and not both_equations:
-        return Result(mn.numbers_equal(number, info.number), "ok", None)
-    return mn.candidate_pairs(text, info.text)
+    both_equations = "=" in text and "=" in gold_text  # y = 3 vs x = 3: leave to math-verify
+    if number is not None and gold_number is not None and not both_equations:
+        return Result(mn.numbers_equal(number, gold_number), "ok", None)
+    return mn.candidate_pairs(text, gold_text)
 
 
 def _compare_batch(pairs: list[tuple[str, str]], timeout: float) -> list[Result]:

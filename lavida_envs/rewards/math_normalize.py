@@ -20,6 +20,36 @@ Contract:
   values are compared; if exactly one does, ``p%`` matches ``q`` when ``p == q`` (the
   unit was written on one side only) or ``p / 100 == q``. So gold ``50\\%`` accepts
   ``50``, ``50\\%`` and ``0.5``; gold ``0.5`` accepts ``50\\%``; gold ``50`` accepts ``50\\%``.
+* Answer-form rules (issue 17 item 20; each decided on its merits, all by regex and
+  ``Fraction``, nothing evaluated):
+
+  - **mixed numbers**: a whole number followed by a proper fraction, ``4 4/9``,
+    ``4\\frac{4}{9}`` or ``-2 1/2``, is ``whole + fraction`` (sign on the whole), the
+    school reading; math-verify already reads ``4\\frac{4}{9}`` so. ``2 \\cdot \\frac12``
+    stays a product, and ``2 3/2`` (improper) is not a mixed number.
+  - **percent words**: ``percent``, ``per cent``, ``pct`` (also inside ``\\text{}``) are
+    the ``%`` sign, under the percent rule above.
+  - **trailing unit words**: a plain number followed by unit words (``10 weeks``,
+    ``10 \\text{ apples}``, ``10 cm^2``) is that number: the question fixes the unit, so
+    the unit is not compared. A unit word is a known unit (``cm``, ``m``, ``kg``, ``ft``
+    ..., with ``^2``/``^3`` only on length units) or a word of three or more letters that
+    is not a math word (``sin``, ``pi``, ...), a scale word (``thousand``, ``dozen``,
+    ``half``, ``tenths`` ...) or a connective (``and``, ``or``, ``times`` ...). So
+    ``10 x``, ``10 x^2``, ``10 thousand`` and ``3 and 4`` are *not* the number.
+    ``degrees``/``deg`` are a degree mark.
+  - **assignments**: ``x = 2`` vs ``2`` (either side) compares the right-hand side: numbers
+    here (:func:`strip_assignment`, one variable on the left), anything else
+    (``AB = 5``, ``x = \\frac{\\pi}{2}``) in math-verify, which does the same; ``x = 2 or
+    x = 3`` is not ``2``, and ``x = 3`` vs ``y = 3`` is left to math-verify (not equal).
+  - **clock times** (:func:`parse_clock`): ``H:MM`` (optionally ``:SS``) with an optional
+    ``am``/``pm`` (``p.m.``, ``PM``); with a meridiem on a side, or an hour of 0 or 13-23,
+    times compare on the 24-hour clock, otherwise on the 12-hour clock (``3:30`` matches
+    ``3:30 pm`` and ``15:30``). Two bare ``H:MM`` strings that differ as times are left
+    to the rest of the cascade (they may be ratios).
+  - **modular answers** (:func:`split_modulus`): ``a \\bmod m = r``, ``x \\equiv r
+    \\pmod{m}`` and ``r \\pmod{m}`` are the residue ``r``; when both sides name a modulus
+    the moduli must be equal.
+  - **a stray trailing backslash** (``5\\``, ``\\frac12\\\\``) is dropped by :func:`clean`.
 * :func:`choice_letter` recognises a multiple-choice letter in the usual forms
   (``A``, ``(A)``, ``A.``, ``A: text``, ``(A) text``, ``\\text{A}``, ``Option A``).
 * :func:`candidate_pairs` gives the (pred, gold) LaTeX pairs the symbolic checker tries
@@ -41,10 +71,14 @@ __all__ = [
     "candidate_pairs",
     "choice_letter",
     "clean",
+    "clocks_equal",
     "is_text_answer",
     "numbers_equal",
+    "parse_clock",
     "parse_number",
     "screen",
+    "split_modulus",
+    "strip_unit",
     "strip_assignment",
     "text_key",
 ]
@@ -146,6 +180,7 @@ _WHOLE_BOX = re.compile(r"^\\(?:boxed|fbox)\s*\{(.*)\}$", re.DOTALL)
 _SPACES = re.compile(r"\s+")
 _ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is\b\s*:?|\s*:)\s*(?=\S)", re.IGNORECASE)
 _LATEX_SPACE = re.compile(r"\\[,;:! ]|\\q?quad\b")
+_TRAILING_BACKSLASH = re.compile(r"(?<=\S)\s*\\+\s*$")
 
 
 def _balanced(text: str) -> bool:
@@ -182,6 +217,7 @@ def clean(answer: str) -> str:
     text = _SPACES.sub(" ", text).strip()
     if text.endswith(".") and not text.endswith(".."):
         text = text[:-1].rstrip()
+    text = _TRAILING_BACKSLASH.sub("", text)
     return text
 
 
@@ -216,8 +252,16 @@ _NUM_RE = re.compile(
     rf"|(?P<snum>\d)(?P<sden>\d))"
     rf")$"
 )
-_PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\\percent)$")
-_DEGREE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s*\{\s*o\s*\})\s*$")
+_PERCENT = re.compile(
+    r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\\percent"
+    r"|(?<![A-Za-z])(?:percent|per\s*cent|pct)\.?|\\(?:text|mathrm|mbox)\s*\{\s*(?:percent|per\s*cent|pct)\s*\})$",
+    re.IGNORECASE,
+)
+_DEGREE = re.compile(
+    r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s*\{\s*o\s*\}"
+    r"|(?<![A-Za-z])(?:degrees?|deg)\.?|\\(?:text|mathrm|mbox)\s*\{\s*(?:degrees?|deg)\s*\})\s*$",
+    re.IGNORECASE,
+)
 _THOUSANDS = re.compile(r"\{,\}|\\,|\\!|\\ ")
 
 
@@ -226,9 +270,70 @@ def _split_suffix(text: str, pattern: re.Pattern[str]) -> tuple[str, bool]:
     return (text[: match.start()], True) if match else (text, False)
 
 
+#: Short unit words accepted after a number (longer words are accepted unless excluded below).
+KNOWN_UNITS = frozenset(
+    "m cm mm km nm um in ft yd mi g kg mg lb lbs oz t s ms h hr hrs min mins sec secs l ml mL L "
+    "cc K N J W V kW kWh Hz mph kph km/h m/s cm/s ft/s km/hr".split()
+)
+_LENGTH_UNITS = frozenset("m cm mm km nm in ft yd mi units unit meters metres feet inches".split())
+#: Words after a number that change its value or are not units (so ``10 thousand`` is not 10).
+_NOT_UNITS = frozenset(
+    "and or not to of the is are was be times plus minus over by per with from than into "
+    "hundred hundreds thousand thousands million millions billion billions trillion dozen dozens "
+    "score half halves third thirds quarter quarters fourth fourths fifth fifths sixth sixths "
+    "seventh sevenths eighth eighths ninth ninths tenth tenths hundredth hundredths thousandth "
+    "thousandths squared cubed factorial percent pct degree degrees deg radian radians".split()
+)
+_UNIT_TAIL = re.compile(
+    r"^(?P<core>.*?[\d}.])\s*(?:\\[,;:! ]\s*)*(?:\\(?:text|mbox|mathrm|textrm)\s*\{\s*(?P<wrapped>[A-Za-z][A-Za-z/ ]*?)\s*\}"
+    r"|(?P<bare>[A-Za-z][A-Za-z/]*(?:\s+[A-Za-z][A-Za-z/]*){0,2}))"
+    r"\s*(?P<exp>\^\s*\{?\s*[23]\s*\}?)?\s*$"
+)
+
+
+def _unit_word(word: str) -> bool:
+    if word in KNOWN_UNITS:
+        return True
+    return len(word) >= 3 and word.isalpha() and word.lower() not in _NOT_UNITS and word.lower() not in _MATH_WORDS
+
+
+def strip_unit(text: str) -> tuple[str, str | None]:
+    """``("10", "weeks")`` for ``10 weeks`` (unit rule in the module docstring), else ``(text, None)``."""
+    match = _UNIT_TAIL.match(text)
+    if match is None:
+        return text, None
+    unit = (match.group("wrapped") or match.group("bare") or "").strip()
+    words = unit.split()
+    if not words or not all(_unit_word(w) for w in words):
+        return text, None
+    if match.group("exp") and not (len(words) == 1 and words[0] in _LENGTH_UNITS):
+        return text, None
+    return match.group("core").strip(), unit + (match.group("exp") or "").replace(" ", "")
+
+
+_MIXED = re.compile(
+    r"^(?P<sign>[-+]?)\s*(?P<whole>\d+)(?:\s+(?P<num>\d+)\s*/\s*(?P<den>\d+)"
+    r"|\s*\\frac\s*(?:\{\s*(?P<fnum>\d+)\s*\}\s*\{\s*(?P<fden>\d+)\s*\}|(?P<snum>\d)(?P<sden>\d)))$"
+)
+
+
+def _mixed_number(text: str) -> Fraction | None:
+    """``4 4/9`` / ``4\\frac{4}{9}`` -> 40/9 (a whole number and a proper fraction), else None."""
+    match = _MIXED.match(text)
+    if match is None:
+        return None
+    num = int(match.group("num") or match.group("fnum") or match.group("snum"))
+    den = int(match.group("den") or match.group("fden") or match.group("sden"))
+    if not 0 < num < den:
+        return None
+    value = int(match.group("whole")) + Fraction(num, den)
+    return -value if match.group("sign") == "-" else value
+
+
 def parse_number(text: str) -> Number | None:
     """An exact plain number (see module docstring), or None when ``text`` is anything else."""
-    text = _THOUSANDS.sub(lambda m: "," if m.group() == "{,}" else "", strip_assignment(text)).strip()
+    text = strip_unit(strip_assignment(text).strip())[0]
+    text = _THOUSANDS.sub(lambda m: "," if m.group() == "{,}" else "", text).strip()
     text, _ = _split_suffix(text, _DEGREE)
     text, percent = _split_suffix(text, _PERCENT)
     text, _ = _split_suffix(text, _DEGREE)  # 50^\circ\% is nonsense but 5\%^\circ is not
@@ -237,7 +342,8 @@ def parse_number(text: str) -> Number | None:
         text = text[1:-1].strip()
     match = _NUM_RE.match(text)
     if match is None:
-        return None
+        mixed = _mixed_number(text)
+        return None if mixed is None else Number(mixed, False, percent)
     sign = -1 if match.group("sign") == "-" else 1
     if match.group("mant") is not None:
         mant = match.group("mant").replace(",", "")
@@ -272,6 +378,64 @@ def numbers_equal(pred: Number, gold: Number) -> bool:
         return _close(pred.value, gold.value, decimal)
     pct, other = (pred, gold) if pred.percent else (gold, pred)
     return _close(pct.value, other.value, decimal) or _close(pct.value / 100, other.value, decimal)
+
+
+_CLOCK = re.compile(
+    r"^(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\s*"
+    r"(?:\\(?:text|mathrm|mbox)\s*\{\s*(?P<wm>[ap]\.?\s*m\.?)\s*\}|(?P<mer>[ap]\.?\s*m\.?))?$",
+    re.IGNORECASE,
+)
+
+
+def parse_clock(text: str) -> tuple[int, bool] | None:
+    """``(seconds since midnight, unambiguous?)`` for a clock time such as ``3:30 pm``, else None.
+
+    Unambiguous: a meridiem is given, or the hour is 0 or 13-23 (24-hour clock).
+    """
+    match = _CLOCK.match(text.strip())
+    if match is None:
+        return None
+    hour, minute, second = int(match.group("h")), int(match.group("m")), int(match.group("s") or 0)
+    meridiem = (match.group("wm") or match.group("mer") or "").lower().replace(".", "").replace(" ", "")
+    if minute > 59 or second > 59 or hour > 23 or (meridiem and not 1 <= hour <= 12):
+        return None
+    if meridiem:
+        hour = hour % 12 + (12 if meridiem == "pm" else 0)
+    return (hour * 60 + minute) * 60 + second, bool(meridiem) or hour == 0 or hour >= 13
+
+
+def clocks_equal(pred: str, gold: str) -> bool | None:
+    """Clock-time rule (module docstring): True/False when both are times, None when not decided."""
+    a, b = parse_clock(pred), parse_clock(gold)
+    if a is None or b is None:
+        return None
+    half_day = 12 * 3600
+    same = a[0] == b[0] if (a[1] and b[1]) else a[0] % half_day == b[0] % half_day
+    if same or a[1] or b[1] or pred.count(":") != gold.count(":"):
+        return same if (same or a[1] or b[1]) else None
+    return None  # two bare H:MM that differ as times: maybe ratios, leave them to the cascade
+
+
+_MOD_COMPUTED = re.compile(r"^(?P<expr>[^=]+?)\s*\\(?:bmod|mod)\b\s*(?P<m>[^=]+?)\s*=\s*(?P<r>[^=]+)$")
+_MOD_CONGRUENT = re.compile(
+    r"^(?:(?P<lhs>[^=]+?)\s*(?:\\equiv|\\cong|=)\s*)?(?P<r>[^=]+?)\s*"
+    r"(?:\\pmod\s*\{\s*(?P<m1>[^{}]+?)\s*\}|\\pmod\s*(?P<m2>\w+)|\(\s*\\?mod\s*(?P<m3>[^()]+?)\s*\)"
+    r"|\\(?:bmod|mod)\s*\{?\s*(?P<m4>[^{}=]+?)\s*\}?)$"
+)
+
+
+def split_modulus(text: str) -> tuple[str, str | None]:
+    """``("3", "7")`` for ``17 \\bmod 7 = 3``, ``x \\equiv 3 \\pmod{7}`` or ``3 \\pmod{7}``; else ``(text, None)``."""
+    match = _MOD_COMPUTED.match(text)
+    if match:
+        return match.group("r").strip(), match.group("m").strip()
+    match = _MOD_CONGRUENT.match(text)
+    if match and match.group("r").strip():
+        modulus = next(g for g in (match.group(k) for k in ("m1", "m2", "m3", "m4")) if g is not None)
+        if match.group("lhs") is None and "\\equiv" not in text and not re.search(r"\\pmod|\(\s*\\?mod", text):
+            return text, None  # a bare "a \bmod m" is an expression to evaluate, not a residue
+        return match.group("r").strip(), modulus.strip()
+    return text, None
 
 
 _LETTER_WRAP = re.compile(r"^\\(?:text|textbf|mathrm|mathbf|textrm|mbox)\s*\{([^{}]*)\}(.*)$")
