@@ -67,6 +67,7 @@ from tqdm import tqdm
 
 from agents.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
 from agents.config import DECODING_KEYS, TrainConfig, parse_args
+from agents.eval_decoding import write_eval_decoding
 from agents.losses import lavida_loss, sft_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
 from agents.rollout import rollout_metrics, sample_problems
@@ -359,16 +360,21 @@ class Trainer:
     def save(self, directory: str) -> str:
         """Checkpoint the run at the current step (every process must call it)."""
         extra = {"elapsed": self.elapsed, "alarm": self.alarm.state_dict(), "config": self.config.to_dict()}
-        return save_checkpoint(
+        path = save_checkpoint(
             directory, accelerator=self.accelerator, policy=self.policy, optimizer=self.optimizer,
             scheduler=self.scheduler, step=self.step, generators=self.rngs, extra=extra,
             local={"batches": self._batches},
         )  # fmt: skip
+        if self.accelerator.is_main_process:  # lavida eval DIR decodes greedily; training decoding kept
+            write_eval_decoding(path)
+        self.accelerator.wait_for_everyone()
+        return path
 
     def save_policy(self, directory: str) -> None:
-        """Write the trained policy (main process) to ``directory``."""
+        """Write the trained policy (main process) to ``directory``, greedy evaluation decoding as its default."""
         if self.accelerator.is_main_process:
             self.policy.save_pretrained(directory)
+            write_eval_decoding(directory)  # agents.eval_decoding: training decoding kept beside it
         self.accelerator.wait_for_everyone()
 
 

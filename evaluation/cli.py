@@ -2,6 +2,10 @@
 
 Each subcommand lives in its own module with a ``main(argv) -> int`` function; this file
 only dispatches, so ``lavida --help`` stays fast and one broken part cannot hide the others.
+``demo``, ``eval`` and ``bench`` take ``--threads N`` themselves; for ``train`` (whose parser has
+``--threads``, default torch's) the dispatcher first applies the default of
+:mod:`evaluation.runtime` when no ``--threads`` is given, so every command starts with
+``$OMP_NUM_THREADS`` or ``min(4, cores // 2)`` torch threads rather than one per core.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _default_train_threads() -> None:
+    """``lavida train`` without ``--threads``: the non-oversubscribing default (:mod:`evaluation.runtime`)."""
+    from evaluation.runtime import apply_threads
+
+    apply_threads(None)  # $OMP_NUM_THREADS if set, else min(4, cores // 2); the trainer's --threads overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lavida`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -39,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"lavida: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if name == "train" and not any(a == "--threads" or a.startswith("--threads=") for a in rest):
+        _default_train_threads()
     module_name = COMMANDS[name][0]
     try:
         module = importlib.import_module(module_name)

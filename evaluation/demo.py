@@ -12,7 +12,9 @@ Stages (each a plain call of the same code the CLI commands run):
 4. ``lavida leaderboard``: ``runs/demo/leaderboard.{md,csv,png}``, printed at the end.
 
 ``--quick`` shrinks every budget for a smoke run (a few minutes). The budgets are flags, so
-the same command scales up; the configs in ``configs/`` hold everything else.
+the same command scales up; the configs in ``configs/`` hold everything else. ``--threads N``
+sets torch's CPU threads for every stage (default :func:`evaluation.runtime.default_threads`,
+or ``$OMP_NUM_THREADS``); ``demo_timings.json`` records it with the stage times.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from evaluation.runtime import add_threads_argument, apply_threads
 
 #: ``configs/`` of the source tree (the README installs the project editable).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -55,6 +59,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=None, help="test episodes per evaluated policy")
     p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
     p.add_argument("--force", action="store_true", help="start over even if OUT already holds results")
+    add_threads_argument(p)
     return p.parse_args(argv)
 
 
@@ -91,6 +96,8 @@ def _stage(name: str, fn, timings: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns a process exit code."""
     args = _parse(argv)
+    threads = apply_threads(args.threads)
+    print(f"torch CPU threads: {threads['threads']} ({threads['source']}; {threads['cores']} cores)", flush=True)
     budget = _budget(args)
     out = Path(args.out)
     if (out / "leaderboard.md").exists() and not args.force:
@@ -134,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         argv_eval = [
             "--policy", str(spec), "--env", ENV_ID, "--env-kwargs", "difficulty=1,image_size=64",
             "--split", "test", "--episodes", str(budget.episodes), "--batch-size", "8",
-            "--seed", str(args.seed), "--name", name, "--out", str(target),
+            "--seed", str(args.seed), "--name", name, "--out", str(target), "--threads", str(threads["threads"]),
         ]  # fmt: skip
         if isinstance(spec, Path):  # trained checkpoints: greedy decoding for a deterministic score
             argv_eval += ["--policy-kwargs", "temperature=0"]
         _stage(f"eval {name}", lambda: _check(evaluate.main(argv_eval), "lavida eval"), timings)  # noqa: B023
     board = out / "leaderboard.md"
     _stage("leaderboard", lambda: _check(leaderboard.main([*eval_dirs, "--out", str(board)]), "lavida leaderboard"), timings)
-    (out / "demo_timings.json").write_text(json.dumps({"budget": budget.__dict__, "seconds": timings}, indent=2))
+    (out / "demo_timings.json").write_text(json.dumps({"budget": budget.__dict__, "seconds": timings, "threads": threads}, indent=2))
     print("\n" + board.read_text())
     print(f"Wrote {board}, {board.with_suffix('.csv')}, {board.with_suffix('.png')} "
           f"in {sum(timings.values()) / 60:.1f} min.")  # fmt: skip

@@ -24,7 +24,23 @@ Several processes: ``accelerate launch --multi_gpu --num_processes W -m evaluati
 ...`` (or ``torchrun --nproc_per_node W -m evaluation.evaluate ...``; on GPUs also plain
 ``accelerate launch``) gives rank r the episodes ``r, r+W, ...``; each rank appends to
 ``samples.part<r>.jsonl`` and rank 0 merges them into the same files a single process
-writes. (``accelerate launch --cpu`` starts one process unless MPI is set up.)
+writes. (``accelerate launch --cpu``, or ``--num_processes N`` without ``--multi_gpu`` on a
+host without GPUs, starts ONE process: a warning says so, see
+:func:`evaluation.runtime.single_process_launch_warning`.)
+
+Output directory: ``--resume`` continues the run in ``--out`` (same arguments), ``--overwrite``
+deletes its ``eval_config.json``, ``samples*.jsonl`` and ``results.json`` and starts over, and
+without either an ``--out`` holding episodes or results is refused. ``eval_config.json`` is
+written only once the env and policy have loaded, so a run that fails to start leaves nothing
+behind (and a leftover config without episodes is not refused).
+
+Decoding of a checkpoint: trained checkpoints save greedy decoding as their evaluation
+default and keep the training decoding as ``training_decoding`` (:mod:`agents.eval_decoding`);
+the eval prints which one it uses (and records it as ``policy.decoding_note``); ``--policy-kwargs
+temperature=1.0`` evaluates as trained.
+
+Threads: ``--threads N`` (default: ``$OMP_NUM_THREADS``, else ``min(4, cores // 2)``;
+:mod:`evaluation.runtime`), recorded in ``results.json`` as ``run.threads``.
 """
 
 from __future__ import annotations
@@ -58,6 +74,7 @@ from evaluation.results import (
     write_json,
     write_rows,
 )
+from evaluation.runtime import add_threads_argument, apply_threads, single_process_launch_warning
 
 __all__ = ["build_parser", "evaluate_episodes", "main", "parse_kwargs", "parse_value", "score_episode"]
 
@@ -151,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="evaluation seed: per-episode policy seeds, bootstrap CIs")
     p.add_argument("--device", default=None, help="move the policy's model here (e.g. cuda, cpu); default: leave it")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue a killed run in --out (same arguments required)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue a killed run in --out (same arguments required)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start over in --out: delete its eval_config.json, samples*.jsonl and results.json first")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    add_threads_argument(p)
     return p
 
 
@@ -276,21 +297,62 @@ def _config(args: argparse.Namespace, env_kwargs: dict, policy_kwargs: dict) -> 
     }
 
 
+def _has_evaluation(out: Path) -> bool:
+    """Whether ``out`` holds episodes or results (not just the config of a run that never started)."""
+    return (out / RESULTS_FILE).is_file() or any(p.is_file() and p.stat().st_size for p in _sample_files(out))
+
+
 def _check_out_dir(out: Path, config: dict[str, Any], resume: bool) -> str | None:
     path = out / CONFIG_FILE
+    again = "pass --resume to continue it, --overwrite to start over, or use a new --out"
     if not path.is_file():
         if (out / SAMPLES_FILE).is_file():
-            return f"{out} holds {SAMPLES_FILE} but no {CONFIG_FILE}; use a new --out"
+            return f"{out} holds {SAMPLES_FILE} but no {CONFIG_FILE}; pass --overwrite to start over or use a new --out"
         return None
     if not resume:
-        return f"{out} already holds an evaluation ({CONFIG_FILE}); pass --resume to continue it or use a new --out"
-    old = json.loads(path.read_text(encoding="utf-8"))
+        if not _has_evaluation(out):
+            return None  # a run that failed before its first episode (e.g. the model did not load)
+        return f"{out} already holds an evaluation ({CONFIG_FILE}); {again}"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"{path}: cannot read it ({exc}); pass --overwrite to start over or use a new --out"
     new = json.loads(json.dumps(config))
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         detail = "; ".join(f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in diff)
-        return f"--resume in {out} needs the same arguments as the run it continues; differing: {detail}"
+        return (f"--resume in {out} needs the same arguments as the run it continues; differing: {detail} "
+                "(--overwrite starts over with the new ones)")
     return None
+
+
+def _clear_out_dir(out: Path) -> list[str]:
+    """Delete the files of an earlier evaluation in ``out`` (``--overwrite``); their names."""
+    paths = [out / CONFIG_FILE, out / RESULTS_FILE, *_sample_files(out)]
+    paths += sorted(out.glob("*.jsonl.tmp")) if out.is_dir() else []
+    removed = []
+    for path in paths:
+        if path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
+def _checkpoint_decoding_note(spec: str, policy_kwargs: dict[str, Any]) -> str | None:
+    """For a checkpoint spec: which decoding the eval uses (evaluation default, training, overrides)."""
+    meta_path = Path(spec) / "policy_config.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("decoding"), dict):
+        return None
+    from agents.eval_decoding import describe_checkpoint_decoding
+
+    overrides = {k: v for k, v in policy_kwargs.items() if k in meta["decoding"]}
+    return describe_checkpoint_decoding(meta, overrides)
 
 
 def _indices(env: Any, start: int, episodes: int) -> list[int]:
@@ -322,17 +384,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if "split" in env_kwargs:
         parser.error("pass the split with --split, not in --env-kwargs")
+    threads = apply_threads(args.threads)
     dist, out = _dist(), Path(args.out)
+    warning = single_process_launch_warning(dist.world)
+    if warning:
+        print(f"lavida eval: warning: {warning}", file=sys.stderr)
     config = _config(args, env_kwargs, policy_kwargs)
-    problem = _check_out_dir(out, config, args.resume)
+    problem = None if args.overwrite else _check_out_dir(out, config, args.resume)
     if problem:
         print(f"lavida eval: {problem}", file=sys.stderr)
         return 2
-    done = {row["index"] for path in _sample_files(out) for row in read_rows(path)}
     dist.barrier()
-    out.mkdir(parents=True, exist_ok=True)
-    if dist.rank == 0:
-        write_json(out / CONFIG_FILE, config)
+    if args.overwrite and dist.rank == 0:
+        removed = _clear_out_dir(out)
+        if removed:
+            print(f"lavida eval: --overwrite: removed {', '.join(removed)} from {out}", file=sys.stderr)
+    dist.barrier()
+    try:
+        done = {row["index"] for path in _sample_files(out) for row in read_rows(path)}
+    except ValueError as exc:
+        print(f"lavida eval: {exc}", file=sys.stderr)
+        return 2
+    dist.barrier()
 
     import gymnasium as gym
 
@@ -346,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, gym.error.Error) as exc:
         print(f"lavida eval: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    decoding_note = _checkpoint_decoding_note(args.policy, policy_kwargs)
+    if decoding_note and dist.rank == 0:
+        print(f"lavida eval: {decoding_note}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    if dist.rank == 0:  # only once env and policy loaded: a failed load leaves nothing to refuse a rerun
+        write_json(out / CONFIG_FILE, config)
     if args.device or dist.device is not None:
         _place(policy, args.device or dist.device)
     todo = [i for i in indices[dist.rank :: dist.world] if i not in done]
@@ -374,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in _sample_files(out)[1:]:
         path.unlink()
     results = _results(config, env, policy, rows, indices, args, dist, argv, t0, len(done))
+    results["run"]["threads"] = threads
+    if decoding_note:
+        results["policy"]["decoding_note"] = decoding_note
     write_json(out / RESULTS_FILE, results)
     print(summary_line(results))
     return 0

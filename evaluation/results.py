@@ -140,7 +140,10 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             if number == len(lines):  # no newline after it: the write was cut off
                 break
-            raise ValueError(f"{path}: line {number} is not valid JSON ({exc}); remove it or rerun without --resume")
+            raise ValueError(
+                f"{path}: line {number} is not valid JSON ({exc}); delete that line (lavida eval --resume then "
+                "redoes its episode) or rerun lavida eval with --overwrite to start over"
+            )
         if not isinstance(row, dict) or not isinstance(row.get("index"), int):
             raise ValueError(f"{path}: line {number} has no integer field 'index'; not a lavida samples file")
         rows.append(row)

@@ -4,6 +4,9 @@ Targets are data: name -> module with ``main(argv) -> int``. ``lavida bench all`
 every available target in turn. Each target also calls :func:`record` for its headline
 numbers, and ``lavida bench`` ends with one table of them: value and ratio to the baseline
 that target measures against (raw math-verify loop, bare render, random_mask, ...).
+``--threads N`` (anywhere after ``bench``) sets torch's CPU threads before the targets run
+(default :func:`evaluation.runtime.default_threads`, or ``$OMP_NUM_THREADS``) and is printed
+first; the rollout, cache and likelihood targets, which set their own (default 1), get it too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import argparse
 import importlib
 from dataclasses import dataclass
+
+from evaluation.runtime import THREADS_HELP, apply_threads
 
 #: bench target -> (module, what it measures)
 TARGETS: dict[str, tuple[str, str]] = {
@@ -36,6 +41,28 @@ class Row:
 
 
 _ROWS: list[Row] = []
+#: targets whose own parser has ``--threads`` (default 1), which ``lavida bench --threads N`` forwards
+_OWN_THREADS_FLAG = ("rollout", "cache", "likelihood")
+
+
+def _pop_threads(argv: list[str]) -> tuple[int | None, list[str]]:
+    """``(--threads value or None, argv without it)``."""
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--threads" or arg.startswith("--threads="):
+            raw = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            i += 1 if "=" in arg else 2
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"--threads needs an integer >= 1, got {raw!r}") from None
+            if value < 1:
+                raise ValueError(f"--threads needs an integer >= 1, got {value}")
+            continue
+        rest.append(arg)
+        i += 1
+    return value, rest
 
 
 def record(bench: str, measure: str, value: float, unit: str, ratio: float | None = None, versus: str = "") -> None:
@@ -59,9 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         description="Throughput benchmarks. Options after TARGET go to that target (try TARGET --help).",
     )
     parser.add_argument("target", choices=[*TARGETS, "all"], help="what to measure")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help=THREADS_HELP + "; before or after TARGET. The rollout, cache and likelihood benches get it too "
+                        "(their own default is 1)")  # fmt: skip
     argv = list(argv or [])
+    try:
+        requested, argv = _pop_threads(argv)
+    except ValueError as exc:
+        parser.error(str(exc))
     args = parser.parse_args(argv[:1])  # the target's own flags (and its --help) go to the target
     rest = argv[1:]
+    threads = apply_threads(requested)
+    print(f"torch CPU threads: {threads['threads']} ({threads['source']}; {threads['cores']} cores)")
     names = list(TARGETS) if args.target == "all" else [args.target]
     status = 0
     for name in names:
@@ -75,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             status = status or 2
             continue
         print(f"== bench {name}: {text}")
-        status = int(module.main(rest) or 0) or status
+        own = ["--threads", str(requested)] if requested is not None and name in _OWN_THREADS_FLAG else []
+        status = int(module.main([*rest, *own]) or 0) or status
     if _ROWS:
         print("\n== summary\n" + summary_table(_ROWS))
     return status

@@ -245,3 +245,94 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert "difficulty" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(tmp_path / "z", "--policy", "random", "--env", "LaViDa/Grounding-v0", "--env-kwargs", "split=train")
+
+
+def test_a_run_that_failed_to_start_does_not_block_the_rerun(tmp_path, capsys):
+    common = ["--policy", "constant", "--env", "LaViDa/Grounding-v0", "--episodes", "2"]
+    assert run(tmp_path / "f", *common, "--env-kwargs", "difficulty=9") == 2  # the env does not build
+    assert not (tmp_path / "f" / "eval_config.json").exists()
+    assert run(tmp_path / "f", *common) == 0
+    (tmp_path / "g").mkdir()  # a config left by an older version, no episode run: not refused either
+    write_json(tmp_path / "g" / "eval_config.json", {"stale": True})
+    assert run(tmp_path / "g", *common) == 0
+    assert "already holds an evaluation" not in capsys.readouterr().err
+
+
+def test_overwrite_starts_over_and_the_corrupt_line_message_names_it(tmp_path, capsys):
+    common = ["--policy", "constant", "--env", "LaViDa/Grounding-v0", "--episodes", "3"]
+    assert run(tmp_path / "fresh", *common) == 0
+    out = tmp_path / "o"
+    assert run(out, *common) == 0
+    assert run(out, *common) == 2
+    assert "--overwrite to start over" in capsys.readouterr().err
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    (out / "samples.jsonl").write_text("\n".join([lines[0], '{"index": 1, "samp', lines[2]]) + "\n")
+    assert run(out, *common, "--resume") == 2
+    message = capsys.readouterr().err
+    assert "line 2 is not valid JSON" in message and "--overwrite" in message and "without --resume" not in message
+    with pytest.raises(SystemExit):  # one or the other
+        run(out, *common, "--resume", "--overwrite")
+    assert run(out, *common, "--overwrite") == 0  # what the message says works
+    assert (out / "samples.jsonl").read_bytes() == (tmp_path / "fresh" / "samples.jsonl").read_bytes()
+    assert run(out, *common, "--episodes", "2", "--overwrite") == 0  # other arguments: a new run
+    assert read_results(out)["episodes"]["requested"] == 2
+
+
+def test_single_process_accelerate_launch_is_warned(tmp_path, monkeypatch, capsys):
+    from evaluation.runtime import single_process_launch_warning
+
+    launched = {"ACCELERATE_MIXED_PRECISION": "no", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    assert "--multi_gpu" in single_process_launch_warning(1, launched)
+    assert single_process_launch_warning(1, {**launched, "WORLD_SIZE": "2"}) is None  # a real multi-process launch
+    assert single_process_launch_warning(1, {"ACCELERATE_MIXED_PRECISION": "no"}) is None  # --num_processes 1
+    assert single_process_launch_warning(1, {"MASTER_ADDR": "x"}) is None  # not accelerate
+    for key, value in launched.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert run(tmp_path / "a", "--policy", "constant", "--env", "LaViDa/VisualMath-v0", "--episodes", "1") == 0
+    assert "started only this one" in capsys.readouterr().err
+    assert read_results(tmp_path / "a")["run"]["num_processes"] == 1
+
+
+def test_threads_option_default_and_record(tmp_path, monkeypatch):
+    import torch
+
+    from evaluation.runtime import default_threads, resolve_threads
+
+    assert [default_threads(c) for c in (1, 2, 3, 4, 8, 64)] == [1, 1, 1, 2, 4, 4]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert resolve_threads(None) == (3, "OMP_NUM_THREADS") and resolve_threads(2) == (2, "--threads")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert resolve_threads(None) == (default_threads(), "default")
+    with pytest.raises(ValueError, match="--threads must be an int >= 1"):
+        resolve_threads(0)
+    try:
+        common = ["--policy", "constant", "--env", "LaViDa/VisualMath-v0", "--episodes", "1"]
+        assert run(tmp_path / "t", *common, "--threads", "2") == 0
+        assert torch.get_num_threads() == 2
+        recorded = read_results(tmp_path / "t")["run"]["threads"]
+        assert recorded["threads"] == 2 and recorded["source"] == "--threads" and recorded["cores"] >= 1
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_bench_and_demo_take_threads(capsys, monkeypatch):
+    import torch
+
+    from evaluation import demo, throughput
+
+    assert throughput._pop_threads(["rollout", "--threads", "2", "--episodes", "1"]) == (2, ["rollout", "--episodes", "1"])
+    assert throughput._pop_threads(["--threads=3", "envs"]) == (3, ["envs"])
+    with pytest.raises(ValueError, match="--threads needs an integer >= 1"):
+        throughput._pop_threads(["envs", "--threads", "0"])
+    calls = []
+    monkeypatch.setattr(throughput, "TARGETS", {"rollout": ("json", "x"), "envs": ("json", "y")})
+    monkeypatch.setattr("json.main", lambda argv: calls.append(argv) or 0, raising=False)
+    try:
+        assert throughput.main(["rollout", "--threads", "2", "--episodes", "1"]) == 0
+        assert torch.get_num_threads() == 2 and "torch CPU threads: 2 (--threads" in capsys.readouterr().out
+        assert throughput.main(["--threads", "2", "envs"]) == 0
+        assert calls == [["--episodes", "1", "--threads", "2"], []]  # forwarded only to benches with their own flag
+    finally:
+        torch.set_num_threads(1)
+    assert demo._parse(["--threads", "1"]).threads == 1 and demo._parse([]).threads is None
