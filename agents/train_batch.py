@@ -75,9 +75,10 @@ class TrainBatch:
     old_loglik: torch.Tensor | None = None  # (R,) before the first update (updates_per_batch > 1)
 
 
-def make_envs(config: Any, split: str) -> dict[str, gym.Env]:
-    """``{task: env}`` for the tasks of ``config`` with weight > 0."""
-    difficulty = config.difficulty if config.difficulty == "mixed" else int(config.difficulty)
+def make_envs(config: Any, split: str, difficulty: str | None = None) -> dict[str, gym.Env]:
+    """``{task: env}`` for the tasks of ``config`` with weight > 0 (at ``difficulty``, default the config's)."""
+    level = str(config.difficulty if difficulty is None else difficulty)
+    difficulty = level if level == "mixed" else int(level)
     return {
         task: gym.make(TASK_ENV_IDS[task], split=split, difficulty=difficulty, image_size=config.image_size)
         for task in config.task_weights

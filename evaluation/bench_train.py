@@ -43,23 +43,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=2, help="prompts_per_step (RL) and sft_per_step")
     p.add_argument("--generations", type=int, default=4, help="num_generations per prompt")
     p.add_argument("--tasks", default="visual_math:1,grounding:1,image_edit:1", help="task mixture")
+    p.add_argument("--cache", nargs="+", default=["none"], choices=["none", "prefix", "dual"],
+                   help="KV-cache modes of the RL rollouts, timed in interleaved rounds (ratios vs the first)")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the --cache modes")
     args = p.parse_args(argv)
     if args.steps < 2:
         p.error(f"--steps must be >= 2 (one warm-up step), got {args.steps}")
     common = {"tasks": args.tasks, "sft_per_step": args.prompts, "prompts_per_step": args.prompts,
               "num_generations": args.generations}  # fmt: skip
+    rl_times: dict[str, list[float]] = {mode: [] for mode in args.cache}
+    rl_tokens: dict[str, list[float]] = {mode: [] for mode in args.cache}
     with tempfile.TemporaryDirectory() as tmp:
         sft = _steps(Path(args.config), Path(tmp) / "sft", phase="sft", max_steps=args.steps, **common)
-        rl = _steps(Path(args.config), Path(tmp) / "rl", phase="rl", sft_steps=0, max_steps=args.steps, **common)
-    sft_s, rl_s = statistics.median(_step_seconds(sft)), statistics.median(_step_seconds(rl))
-    rl_tokens = statistics.median(float(r.get("tokens_per_s", 0.0)) for r in rl[1:])
+        for r in range(args.rounds):
+            for mode in args.cache:
+                rl = _steps(Path(args.config), Path(tmp) / f"rl-{mode}-{r}", phase="rl", sft_steps=0,
+                            max_steps=args.steps, cache=mode, **common)  # fmt: skip
+                rl_times[mode] += _step_seconds(rl)
+                rl_tokens[mode] += [float(row.get("tokens_per_s", 0.0)) for row in rl[1:]]
+    sft_s = statistics.median(_step_seconds(sft))
     print(f"config {args.config}  tasks {args.tasks}  {args.prompts} prompts x {args.generations} generations")
-    print(f"{'phase':<6}{'s/step (median)':>18}{'steps timed':>13}")
-    print(f"{'sft':<6}{sft_s:>18.2f}{len(sft) - 1:>13}")
-    print(f"{'rl':<6}{rl_s:>18.2f}{len(rl) - 1:>13}   tokens/s {rl_tokens:.0f}")
-    print(f"RL step / SFT step: x{rl_s / sft_s:.2f}")
-    record("train", "RL step (sample+score+loss+update)", rl_s, "s", rl_s / sft_s, "SFT step")
-    record("train", "RL response tokens/s", rl_tokens, "/s")
+    print(f"{'phase':<16}{'s/step (median)':>18}{'steps timed':>13}")
+    print(f"{'sft':<16}{sft_s:>18.2f}{len(sft) - 1:>13}")
+    first = args.cache[0]
+    for mode in args.cache:
+        rl_s, tokens = statistics.median(rl_times[mode]), statistics.median(rl_tokens[mode])
+        print(f"{'rl cache=' + mode:<16}{rl_s:>18.2f}{len(rl_times[mode]):>13}   tokens/s {tokens:.0f}   "
+              f"RL/SFT x{rl_s / sft_s:.2f}   speedup vs cache={first} x{statistics.median(rl_times[first]) / rl_s:.2f}")
+        record("train", f"RL step, cache={mode} (sample+score+loss+update)", rl_s, "s", rl_s / sft_s, "SFT step")
+        record("train", f"RL response tokens/s, cache={mode}", tokens, "/s")
     return 0
 
 
