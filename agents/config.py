@@ -140,6 +140,15 @@ class TrainConfig:
         "'hf-dream:DIR' (shifted logits), a checkpoint dir, or module:factory / file.py:factory.",
     )
     trust_remote_code: bool = _field(False, "Run the model code shipped in an hf-dllm:/hf-dream: folder (opt-in).")
+    lora_r: int = _field(0, "HF backbones: LoRA rank through peft (0 = off: every weight trains); base weights frozen.")
+    lora_alpha: float = _field(16.0, "LoRA scaling alpha (update scale alpha / r).")
+    lora_dropout: float = _field(0.0, "Dropout on the LoRA branch.")
+    lora_target_modules: str = _field(
+        "all-linear", "Modules LoRA adapts: 'all-linear' (every linear layer but the output head) or names, 'q_proj,v_proj'."
+    )
+    gradient_checkpointing: bool = _field(
+        True, "HF backbones: non-reentrant activation checkpointing (when the backbone supports it); false = off."
+    )
     init_from: str | None = _field(
         None, "Checkpoint directory to start the weights from (e.g. the SFT run's output).", aliases=["--init"]
     )
@@ -334,6 +343,13 @@ class TrainConfig:
                 _fail(name, getattr(self, name), "must be >= 0")
         if self.epsilon_high is not None and not self.epsilon_high >= 0:
             _fail("epsilon_high", self.epsilon_high, "must be >= 0 or None")
+        _check_int("lora_r", self.lora_r, minimum=0)
+        if self.lora_r and not self.lora_alpha > 0:
+            _fail("lora_alpha", self.lora_alpha, "must be > 0 (e.g. 2 * lora_r)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            _fail("lora_dropout", self.lora_dropout, "must be in [0, 1)")
+        if self.lora_r and not str(self.lora_target_modules).strip(" ,"):
+            _fail("lora_target_modules", self.lora_target_modules, "name modules, e.g. 'q_proj,v_proj', or 'all-linear'")
         if self.regularizer == "kl" and self.beta <= 0:
             _fail("beta", self.beta, "regularizer 'kl' needs beta > 0 (e.g. 0.04)")
         if self.regularizer == "sft" and self.phase == "rl" and self.sft_per_step < 1:

@@ -3,6 +3,7 @@
 * :func:`build_policy` -- ``init_from`` or ``policy`` as a trainable spec of
   :func:`agents.specs.trainable_policy`: ``diffusion``, ``ar``, ``hf-a2d:DIR``, ``hf-dllm:DIR``,
   ``hf-dream:DIR``, a checkpoint folder, ``module:factory`` / ``file.py:factory``.
+* :func:`configure_policy` -- LoRA (``lora_r`` > 0) and gradient checkpointing of an HF backbone.
 * :func:`check_capabilities` -- refuse a config that needs answer forcing or tree search from
   a policy whose ``supports_forcing`` / ``supports_tree_search`` is False.
 * :func:`lr_factor` -- multiplier of ``learning_rate`` per global step: ``sft_learning_rate /
@@ -22,7 +23,7 @@ import torch
 
 from agents.config import TrainConfig
 
-__all__ = ["build_policy", "check_capabilities", "forward_attributes", "lr_factor"]
+__all__ = ["build_policy", "check_capabilities", "configure_policy", "forward_attributes", "lr_factor"]
 
 
 def build_policy(config: TrainConfig) -> Any:
@@ -30,6 +31,24 @@ def build_policy(config: TrainConfig) -> Any:
     from agents.specs import trainable_policy
 
     return trainable_policy(config.init_from or config.policy, seed=config.seed, trust_remote_code=config.trust_remote_code)
+
+
+def configure_policy(policy: Any, config: TrainConfig) -> None:
+    """Apply ``lora_*`` and ``gradient_checkpointing`` to an HF backbone (:mod:`agents.hf.lora`); other policies: lora_r must be 0."""
+    if not hasattr(getattr(policy, "model", None), "backbone") or not hasattr(policy.model, "kind"):
+        if config.lora_r:
+            raise ValueError(
+                f"TrainConfig.lora_r={config.lora_r}: LoRA needs a Hugging Face backbone (policy hf-a2d:DIR, hf-dllm:DIR, "
+                f"hf-dream:DIR or an HF checkpoint), not {type(policy).__name__}; set lora_r: 0"
+            )
+        return
+    from agents.hf.lora import LoraSettings, configure_backbone
+
+    lora = None
+    if config.lora_r:
+        targets = LoraSettings.parse_targets(config.lora_target_modules)
+        lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout, targets)
+    configure_backbone(policy, lora, config.gradient_checkpointing)
 
 
 def check_capabilities(policy: Any, config: TrainConfig) -> None:

@@ -49,7 +49,6 @@ at start when the config asks for them.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -72,7 +71,8 @@ from agents.losses import lavida_loss, sft_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
 from agents.rollout import rollout_metrics, sample_problems
 from agents.policy import require_trainable
-from agents.train_setup import build_policy, check_capabilities, forward_attributes, lr_factor
+from agents.distributed import build_reference, configure_deepspeed, zero_stage
+from agents.train_setup import build_policy, check_capabilities, configure_policy, forward_attributes, lr_factor
 from agents.train_batch import (
     NLLMeter,
     TrainBatch,
@@ -117,13 +117,16 @@ class Trainer:
         )  # fmt: skip
         set_seed(c.seed)
         self.policy = policy if policy is not None else build_policy(c)
+        configure_policy(self.policy, c)  # LoRA / gradient checkpointing of HF backbones
         check_capabilities(require_trainable(self.policy), c)
         set_decoding(self.policy, {k: getattr(c, k) for k in DECODING_KEYS})
         for task in c.tasks:
             set_decoding(self.policy, {"gen_length": c.decoding_for(task)["gen_length"]}, task)
-        self.reference = self._frozen_copy() if c.regularizer == "kl" else None
+        configure_deepspeed(acc, c.gradient_accumulation_steps, c.max_grad_norm)
+        self.reference = self._frozen_reference(rebuild=policy is None) if c.regularizer == "kl" else None
         model = self.policy.model.to(acc.device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
+        trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter only
+        optimizer = torch.optim.AdamW(trainable, lr=c.learning_rate, weight_decay=c.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(c, step))
         with warnings.catch_warnings():  # torch renames broadcast_buffers; False (no buffer sync at all) is meant
             warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
@@ -153,10 +156,15 @@ class Trainer:
         if acc.is_main_process and acc.trackers == [] and c.report_to != "none":
             acc.init_trackers("lavida", config={k: str(v) for k, v in c.to_dict().items()})
 
-    def _frozen_copy(self) -> Any:
-        reference = copy.deepcopy(self.policy)
-        reference.model.to(self.accelerator.device).requires_grad_(False).eval()
-        return reference
+    def _frozen_reference(self, rebuild: bool) -> Any:
+        """The frozen initial policy for ``regularizer: kl``, prepared for the backend (:func:`agents.distributed.build_reference`)."""
+
+        def load_again() -> Any:
+            reference = build_policy(self.config)
+            configure_policy(reference, self.config)
+            return reference
+
+        return build_reference(self.policy, self.accelerator, load_again if rebuild else None)
 
     # ----- the loop -------------------------------------------------------------------
     def train(self, stop_at: int | None = None) -> dict[str, float]:
@@ -306,7 +314,7 @@ class Trainer:
                 return {**_mean_over_ranks(rows), "warning": "non-finite loss: step skipped"}, False
             sync = micro == n - 1
             with acc.no_sync(self.model) if not sync and acc.num_processes > 1 else nullcontext():
-                acc.backward(loss / n)
+                acc.backward(loss if zero_stage(acc) is not None else loss / n)  # DeepSpeed divides by n itself
         return _mean_over_ranks(rows), True
 
     # ----- 5: optimizer step ---------------------------------------------------------------
@@ -315,8 +323,8 @@ class Trainer:
         out: dict[str, Any] = {"skipped": 0.0 if finite else 1.0, "learning_rate": self.scheduler.get_last_lr()[0]}
         if finite:
             norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm or float("inf"))
-            out["grad_norm"] = float(norm)
-            if math.isfinite(out["grad_norm"]):
+            out["grad_norm"] = float("nan") if norm is None else float(norm)  # None: DeepSpeed clipped and stepped
+            if norm is None or math.isfinite(out["grad_norm"]):
                 self.optimizer.step()
             else:
                 out.update(skipped=1.0, warning="non-finite gradient norm: step skipped")

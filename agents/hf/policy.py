@@ -238,13 +238,15 @@ class HFDiffusionPolicy(DiffusionPolicy):
     # ----- persistence ----------------------------------------------------------------
     def save_pretrained(self, path: str) -> None:
         """The backbone in its own HF format, the tokenizer and ``policy_config.json``."""
+        from agents.hf.lora import lora_meta, save_backbone
+
         os.makedirs(path, exist_ok=True)
-        self.model.backbone.save_pretrained(path)
+        save_backbone(self.model.backbone, path)  # with LoRA: base weights + adapter/ (agents.hf.lora)
         self.tokenizer.save_pretrained(path)
         meta = {"format": FORMAT, "version": 1, "kind": self.model.kind, "logits_shift": self.model.logits_shift,
                 "mask_token_id": self.model.config.mask_token_id, "remote_code": self.remote_code,
                 "use_chat_template": self.use_chat_template, "decoding": asdict(self.decoding),
-                "codec": self.codec.to_dict(), "seed": self.seed}  # fmt: skip
+                "codec": self.codec.to_dict(), "seed": self.seed, "lora": lora_meta(self.model.backbone)}  # fmt: skip
         with open(os.path.join(path, POLICY_CONFIG), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
 
@@ -256,6 +258,9 @@ class HFDiffusionPolicy(DiffusionPolicy):
         policy = cls.from_hf(path, meta["kind"], trust_remote_code=trust_remote_code, seed=int(meta.get("seed", 0)),
                              mask_token_id=meta.get("mask_token_id"), decoding=decoding,
                              use_chat_template=meta.get("use_chat_template"))  # fmt: skip
+        from agents.hf.lora import load_adapter
+
+        load_adapter(policy, path, meta.get("lora"))
         if device is not None:
             policy.model.to(device)
         return policy

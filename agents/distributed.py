@@ -1,0 +1,142 @@
+"""The frozen KL reference (``regularizer: kl``) under every accelerate backend: DDP, FSDP2, DeepSpeed ZeRO-3.
+
+:func:`build_reference` returns the reference policy the trainer scores rollouts with:
+
+* a LoRA policy with a fresh adapter (:mod:`agents.hf.lora`): the same model with the adapter
+  switched off -- no second copy (TRL does the same with peft);
+* DeepSpeed: the reference model goes through its own ``deepspeed.initialize`` in eval mode
+  without optimizer (TRL's ``prepare_deepspeed``): ZeRO-3 partitions it like the policy, other
+  stages hold a full copy per process (stage 0). Under ZeRO-3 with ``zero3_init_flag`` the
+  reference is **rebuilt** from the run's spec (``rebuild()``: loaded again, so
+  ``deepspeed.zero.Init`` partitions it while loading) rather than deep-copied, because
+  partitioned parameters cannot be copied;
+* FSDP2: ``fully_shard`` per accelerate's auto-wrap policy of the run (accelerate's own
+  ``fsdp2_prepare_model``), so the reference is sharded like the policy;
+* otherwise (one process, DDP, CPU/gloo): a deep copy, placed on the device with the run's mixed
+  precision (``accelerator.prepare_model(..., evaluation_mode=True)``: no DDP wrapper, nothing to
+  synchronise since it has no gradients).
+
+In every case the reference's parameters have ``requires_grad=False`` and its model is in eval
+mode. :func:`sharded` says whether the run shards parameters across processes (FSDP, ZeRO-3):
+then every process must run the same number of forward passes (see the README's Known limits).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["build_reference", "configure_deepspeed", "sharded", "zero_stage"]
+
+logger = logging.getLogger(__name__)
+
+
+def zero_stage(accelerator: Any) -> int | None:
+    """The DeepSpeed ZeRO stage of the run (None when it does not use DeepSpeed)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return None
+    return int(accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def sharded(accelerator: Any) -> bool:
+    """Whether parameters are sharded across processes (FSDP or DeepSpeed ZeRO-3) with more than one process."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.num_processes > 1 and (accelerator.distributed_type == DistributedType.FSDP or zero_stage(accelerator) == 3)
+
+
+def _deepspeed_frozen(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
+    """``deepspeed.initialize`` of a frozen model for inference: ZeRO-3 partitions it, other stages run it at stage 0."""
+    try:
+        import deepspeed
+    except ImportError as exc:
+        raise ImportError(f"the run uses DeepSpeed but it is not importable ({exc}); pip install deepspeed") from None
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    zero = config.setdefault("zero_optimization", {})
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None) or getattr(
+        getattr(getattr(model, "backbone", None), "config", None), "hidden_size", None
+    )
+    if zero.get("stage", 0) == 3 and hidden:
+        zero.update(reduce_bucket_size=hidden * hidden, stage3_param_persistence_threshold=10 * hidden,
+                    stage3_prefetch_bucket_size=int(0.9 * hidden * hidden))  # fmt: skip
+    for key in ("optimizer", "scheduler"):  # no optimizer is passed: training-only blocks go (as TRL/transformers do)
+        config.pop(key, None)
+    zero.pop("offload_optimizer", None)
+    if zero.get("stage", 0) != 3:
+        zero["stage"] = 0
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine
+
+
+def _fsdp2_frozen(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
+    """Shard a frozen model like the policy (accelerate's FSDP2 auto-wrap); FSDP1 wraps it in ``FullyShardedDataParallel``."""
+    plugin = accelerator.state.fsdp_plugin
+    if getattr(plugin, "fsdp_version", 1) == 2:
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+        return fsdp2_prepare_model(accelerator, model)
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    plugin.set_auto_wrap_policy(model)
+    return FSDP(model, sharding_strategy=plugin.sharding_strategy, auto_wrap_policy=plugin.auto_wrap_policy,
+                mixed_precision=plugin.mixed_precision_policy, device_id=accelerator.device,
+                use_orig_params=plugin.use_orig_params)  # fmt: skip
+
+
+def build_reference(policy: Any, accelerator: Any, rebuild: Callable[[], Any] | None = None) -> Any:
+    """The frozen reference policy of ``policy`` for this run's backend (module docstring); ``rebuild``: a fresh load."""
+    from accelerate.utils import DistributedType
+
+    from agents.hf.lora import adapter_disabled_reference
+
+    reference = adapter_disabled_reference(policy)
+    if reference is not None:
+        return reference
+    kind = accelerator.distributed_type
+    zero3_init = zero_stage(accelerator) == 3 and accelerator.state.deepspeed_plugin.is_zero3_init_enabled()
+    if zero3_init:
+        if rebuild is None:
+            raise ValueError(
+                "regularizer 'kl' under DeepSpeed ZeRO-3 with zero3_init_flag needs a policy the trainer can load again "
+                "from config.policy / init_from (a partitioned model cannot be deep-copied); pass no policy object to "
+                "Trainer, or set zero3_init_flag: false in the accelerate config"
+            )
+        reference = rebuild()
+    else:
+        reference = copy.deepcopy(policy)
+    model = reference.model.requires_grad_(False).eval()
+    if kind == DistributedType.DEEPSPEED:
+        model = _deepspeed_frozen(model, accelerator)
+    elif kind == DistributedType.FSDP:
+        model = _fsdp2_frozen(model, accelerator)
+    else:
+        model = accelerator.prepare_model(model, evaluation_mode=True)
+        if model in accelerator._models:  # not part of accelerator.save_state: it never changes
+            accelerator._models.remove(model)
+    reference.model = model
+    return reference
+
+
+def configure_deepspeed(accelerator: Any, gradient_accumulation_steps: int, max_grad_norm: float) -> None:
+    """Fill the DeepSpeed config before ``prepare``: the trainer's micro-batch accumulation and clipping norm.
+
+    The trainer prepares no dataloader, so ``train_micro_batch_size_per_gpu`` (DeepSpeed's bookkeeping
+    only) is set to 1 when it is ``auto``; ``gradient_accumulation_steps`` becomes the trainer's, so the
+    engine steps once per trainer step (it divides the loss by it itself); ``gradient_clipping`` is
+    ``max_grad_norm`` (0: off).
+    """
+    if zero_stage(accelerator) is None:
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        config["train_micro_batch_size_per_gpu"] = 1
+    config.pop("train_batch_size", None)
+    config["gradient_accumulation_steps"] = int(gradient_accumulation_steps)
+    config["gradient_clipping"] = float(max_grad_norm)
+    accelerator.gradient_accumulation_steps = int(gradient_accumulation_steps)
