@@ -1,0 +1,63 @@
+"""verl interop: the parquet export and compute_score, called the way verl's reward manager calls it."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+
+import pytest
+
+from lavida_envs.verl import IMAGE_PLACEHOLDER, compute_score, to_verl_parquet
+
+
+def _verl_compute_score():
+    """Load compute_score by file path, as verl's custom_reward_function.path/name does."""
+    import lavida_envs.verl as module
+
+    spec = importlib.util.spec_from_file_location("custom_module", module.__file__)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return getattr(loaded, "compute_score")
+
+
+@pytest.fixture(scope="module")
+def frame(tmp_path_factory):
+    import pandas as pd
+
+    path = to_verl_parquet("LaViDa/MultiTask-v0", tmp_path_factory.mktemp("verl") / "train.parquet", "test", 9,
+                           image_size=32, difficulty=1)  # fmt: skip
+    return pd.read_parquet(path)
+
+
+def test_parquet_has_verls_rl_dataset_layout(frame):
+    from PIL import Image
+
+    assert {"data_source", "prompt", "images", "ability", "reward_model", "extra_info"} <= set(frame.columns)
+    row = frame.iloc[0]
+    assert row["data_source"] == "LaViDa/MultiTask-v0" and row["reward_model"]["style"] == "rule"
+    assert row["prompt"][-1]["role"] == "user" and row["prompt"][-1]["content"].startswith(IMAGE_PLACEHOLDER)
+    assert Image.open(io.BytesIO(row["images"][0]["bytes"])).size == (32, 32)
+    assert set(frame["ability"]) <= {"visual_math", "grounding", "image_edit"} and len(set(frame["ability"])) > 1
+
+
+def test_compute_score_called_like_verl_matches_env_step(frame):
+    score = _verl_compute_score()
+    for _, row in frame.iterrows():
+        extra = dict(row["extra_info"])
+        kwargs = dict(data_source=row["data_source"], ground_truth=row["reward_model"]["ground_truth"], extra_info=extra)
+        best = score(solution_str=extra["solution"], **kwargs)
+        worst = score(solution_str="no tags at all", **kwargs)
+        assert isinstance(best, float) and worst == 0.0
+        # a text response: full reward on text tasks, the format part on edits (no image)
+        assert best == (1.0 if row["ability"] != "image_edit" else pytest.approx(0.1)), row["ability"]
+
+
+def test_compute_score_errors_name_the_problem(frame):
+    row = frame.iloc[0]
+    extra = dict(row["extra_info"])
+    with pytest.raises(ValueError, match="differs from .* gold"):
+        compute_score(row["data_source"], extra["solution"], "not the gold", extra)
+    with pytest.raises(ValueError, match=r"needs extra_info with \['index'"):
+        compute_score(row["data_source"], extra["solution"], row["reward_model"]["ground_truth"], None)
+    with pytest.raises(ValueError, match="Nope-v0"):
+        compute_score("this:Nope-v0", extra["solution"], None, extra)
