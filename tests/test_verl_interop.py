@@ -61,3 +61,18 @@ def test_compute_score_errors_name_the_problem(frame):
         compute_score(row["data_source"], extra["solution"], row["reward_model"]["ground_truth"], None)
     with pytest.raises(ValueError, match="Nope-v0"):
         compute_score("this:Nope-v0", extra["solution"], None, extra)
+
+
+def test_readme_documents_trl_and_verl_with_examples_that_run(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## TRL and verl", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2 and "to_hf_dataset" in blocks[0] and "compute_score" in blocks[1]
+    assert "custom_reward_function.name=compute_score" in section
+    monkeypatch.chdir(tmp_path)
+    exec(blocks[0].split("from trl import")[0].replace("n=8", "n=2"), {})  # the reward part (no model needed)
+    exec(blocks[1].replace("n=256", "n=2").replace("image_size=128", "image_size=32"), {})
+    assert capsys.readouterr().out.split() == ["[1.0,", "1.0]", "1.0"]
