@@ -6,6 +6,9 @@
 * ``hf-dllm:<dir>`` -- a local masked-diffusion LM: LLaDA-style (logits at ``i`` predict token
   ``i``), or Dream-style (shifted) when its config's ``model_type`` is Dream's; ``hf-dream:<dir>``
   forces the shift. Remote code runs only with ``trust_remote_code=True``;
+* ``hf-vlm-dllm:<dir>`` -- a local LLaVA-style vision-language model (``AutoModelForImageTextToText``)
+  run as a masked-diffusion model over its language model, seeing the image
+  (:class:`agents.hf.vlm.HFVLMDiffusionPolicy`);
 * ``<dir>`` -- a checkpoint: its ``policy_config.json`` ``format`` picks the class
   (:data:`CHECKPOINT_FORMATS`) and ``Class.from_pretrained(dir, **kw)`` loads it;
 * ``module:factory`` / ``path/to/file.py:factory`` -- ``factory(**kw)`` must return a
@@ -31,10 +34,13 @@ CHECKPOINT_FORMATS: dict[str, str] = {
     "lavida-diffusion-policy": "agents.diffusion.policy:DiffusionPolicy",
     "lavida-ar-policy": "agents.autoregressive.policy:ARPolicy",
     "lavida-hf-diffusion": "agents.hf.policy:HFDiffusionPolicy",
+    "lavida-hf-vlm-diffusion": "agents.hf.vlm:HFVLMDiffusionPolicy",
 }
 #: spec prefix -> HFDiffusionPolicy.from_hf kind
 HF_PREFIXES: dict[str, str] = {"hf-a2d": "a2d", "hf-dllm": "auto", "hf-dream": "dream"}
-TRAINABLE_FORMS = "diffusion | ar | hf-a2d:<dir> | hf-dllm:<dir> | hf-dream:<dir> | <checkpoint dir> | module:factory"
+TRAINABLE_FORMS = (
+    "diffusion | ar | hf-a2d:<dir> | hf-dllm:<dir> | hf-dream:<dir> | hf-vlm-dllm:<dir> | <checkpoint dir> | module:factory"
+)
 
 
 def load_target(target: str) -> Any:
@@ -97,6 +103,12 @@ def trainable_policy(spec: str, seed: int = 0, trust_remote_code: bool = False, 
 
         return ARPolicy.tiny(seed=seed, **kw)
     prefix, sep, rest = spec.partition(":")
+    if sep and prefix == "hf-vlm-dllm":
+        if not rest:
+            raise ValueError(f"policy spec {spec!r} needs a directory after 'hf-vlm-dllm:'")
+        from agents.hf.vlm import HFVLMDiffusionPolicy
+
+        return HFVLMDiffusionPolicy.from_hf(rest, trust_remote_code=trust_remote_code, seed=seed, **kw)
     if sep and prefix in HF_PREFIXES:
         if not rest:
             raise ValueError(f"policy spec {spec!r} needs a directory after '{prefix}:'")

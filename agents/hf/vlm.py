@@ -1,0 +1,320 @@
+"""``HFVLMDiffusionPolicy`` (spec ``hf-vlm-dllm:DIR``): a LLaVA-style HF VLM trained and sampled as masked diffusion.
+
+The shape of LLaDA-V and LaViDa: a local ``AutoModelForImageTextToText`` folder (vision tower +
+projector + language model, e.g. ``LlavaForConditionalGeneration``) whose language model runs
+with full bidirectional attention over the prompt and the masked response, as A2D does for a
+text LM (:class:`agents.hf.policy.HFDenoiser`); logits at ``i`` predict token ``i``.
+
+* Images: the observation's uint8 ``(H, W, 3)`` image goes through the folder's image processor
+  (``AutoProcessor`` / ``AutoImageProcessor``; PIL backends need no torchvision) to pixel tensors
+  ``(N, 3, S, S)``; a folder without one gets CLIP-normalised tensors at the vision config's
+  ``image_size``. :class:`HFVLMDenoiser` runs the backbone's ``get_image_features`` (vision tower
+  + projector) and writes the features over the image placeholder tokens' embeddings, then runs
+  the whole backbone on ``inputs_embeds`` with a 4-D additive (bidirectional) mask.
+* Prompt: one user turn ``[image, text]`` through the processor's (else the tokenizer's) chat
+  template, else ``"<image>\\n" + prompt``; the one image token is expanded to ``num_patches``
+  placeholders (measured once from the vision tower's output), as the model's processor does.
+  The image token's own string inside a prompt text is removed (only the observation's image is
+  shown). Placeholders are never masked (``prompt_mask_prob``) and never predicted.
+* Responses are text only: Grounding and VisualMath see the image; ImageEdit answers in text and
+  is scored on its text (the edited-image term scores 0), as for the text backbones.
+* Mask token: ``mask_token_id=``, else the text config's ``mask_token_id``, else the tokenizer's;
+  otherwise ``<|mdm_mask|>`` is added and the embeddings resized (as A2D).
+* Checkpoints: the backbone in its own HF format + processor (tokenizer, image processor, chat
+  template) + ``policy_config.json`` (``format: lavida-hf-vlm-diffusion``, mask/image ids,
+  ``num_patches``, decoding). No KV cache yet: ``cache: prefix | dual`` falls back to full passes.
+
+Everything else (sampler with forced positions, the three likelihood estimators, SFT rows,
+answer forcing, ``rollout_from``) is :class:`agents.diffusion.policy.DiffusionPolicy`'s code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, replace
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, read_policy_meta
+from agents.diffusion.rows import NEG_LOGIT
+from agents.hf.policy import ADDED_MASK, DenoiserConfig, HFDiffusionPolicy, _folder, _mask_id
+
+__all__ = ["FORMAT", "HFVLMDenoiser", "HFVLMDiffusionPolicy"]
+
+FORMAT = "lavida-hf-vlm-diffusion"
+#: OpenAI CLIP normalisation, for folders without an image processor
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+class HFVLMDenoiser(nn.Module):
+    """``forward(input_ids, pixel_values=None, attention_mask=None) -> .logits`` (B, L, V); image features at the placeholders."""
+
+    kind = "vlm"
+    logits_shift = False
+
+    def __init__(self, backbone: nn.Module, mask_token_id: int, image_token_id: int, vocab_limit: int,
+                 num_patches: int, image_size: int) -> None:  # fmt: skip
+        super().__init__()
+        for name in ("get_image_features", "get_input_embeddings", "get_output_embeddings"):
+            if not callable(getattr(backbone, name, None)):
+                raise ValueError(f"{type(backbone).__name__} has no {name}(); hf-vlm-dllm: needs a LLaVA-style "
+                                 "AutoModelForImageTextToText (vision tower + projector + language model)")  # fmt: skip
+        if image_token_id == mask_token_id:
+            raise ValueError(f"the image token and the mask token are the same id {mask_token_id}; pass another mask_token_id=")
+        self.backbone, self.vocab_limit = backbone, int(vocab_limit)
+        head = backbone.get_output_embeddings()
+        vocab = int(head.weight.shape[0]) if head is not None else vocab_limit
+        self.config = DenoiserConfig(vocab_size=max(vocab, vocab_limit), mask_token_id=int(mask_token_id),
+                                     num_patches=int(num_patches), image_size=int(image_size),
+                                     image_token_id=int(image_token_id))  # fmt: skip
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, P, H) projected vision features of (N, 3, S, S) pixel tensors."""
+        dtype = self.backbone.get_input_embeddings().weight.dtype
+        out = self.backbone.get_image_features(pixel_values=pixel_values.to(dtype))
+        feats = getattr(out, "pooler_output", out)
+        if isinstance(feats, (list, tuple)):
+            feats = torch.stack(list(feats))
+        if not isinstance(feats, torch.Tensor) or feats.dim() != 3 or feats.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"{type(self.backbone).__name__}.get_image_features gave {type(feats).__name__} "
+                f"{tuple(getattr(feats, 'shape', ()))} for {pixel_values.shape[0]} images; expected (N, patches, hidden) "
+                "(a LLaVA-style model with one fixed-size feature grid per image)"
+            )
+        return feats
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> Any:  # fmt: skip
+        """Bidirectional logits (B, L, V); rows with ``num_patches`` image placeholders get their image's features there."""
+        keys = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        positions = (keys.long().cumsum(-1) - 1).clamp(min=0)
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        is_image = input_ids == self.config.image_token_id
+        counts = is_image.sum(1)
+        rows = counts > 0
+        if bool(rows.any()):
+            p = self.config.num_patches
+            if pixel_values is None or pixel_values.shape[0] != input_ids.shape[0]:
+                got = "none" if pixel_values is None else f"{pixel_values.shape[0]}"
+                raise ValueError(f"rows hold image placeholders but {got} pixel_values were given for {input_ids.shape[0]} rows; "
+                                 "pass one image per row")  # fmt: skip
+            if bool((counts[rows] != p).any()):
+                raise ValueError(f"a row holds {counts[rows].tolist()} image placeholders; each row needs 0 or {p} "
+                                 "(build prompts with HFVLMDiffusionPolicy.prompt_ids)")  # fmt: skip
+            feats = self.image_features(pixel_values[rows]).to(embeds.dtype)
+            embeds = embeds.masked_scatter(is_image[..., None], feats.reshape(-1, embeds.shape[-1]))
+        dtype = embeds.dtype
+        mask = torch.zeros(keys.shape[0], 1, keys.shape[1], keys.shape[1], dtype=dtype, device=keys.device)
+        mask = mask.masked_fill(~keys[:, None, None, :], torch.finfo(dtype).min)
+        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
+        logits = (out.logits if hasattr(out, "logits") else out[0]).float()
+        if logits.shape[-1] < self.config.vocab_size:
+            logits = nn.functional.pad(logits, (0, self.config.vocab_size - logits.shape[-1]), value=NEG_LOGIT)
+        if self.vocab_limit < logits.shape[-1]:
+            logits[..., self.vocab_limit :] = NEG_LOGIT
+        return SimpleNamespace(logits=logits)
+
+
+def _image_token_id(config: Any, tokenizer: Any, folder: Any) -> int:
+    for value in (getattr(config, "image_token_id", None), getattr(config, "image_token_index", None),
+                  getattr(tokenizer, "image_token_id", None)):  # fmt: skip
+        if value is not None:
+            return int(value)
+    raise ValueError(f"{str(folder)!r}: no image token id (config.image_token_id / image_token_index, tokenizer.image_token); "
+                     "hf-vlm-dllm: needs a LLaVA-style model that marks image positions with a placeholder token")  # fmt: skip
+
+
+class HFVLMDiffusionPolicy(HFDiffusionPolicy):
+    """A LLaVA-style HF VLM as a trainable masked-diffusion policy that sees the image (module docstring)."""
+
+    def __init__(self, model: HFVLMDenoiser, tokenizer: Any, processor: Any = None, image_processor: Any = None,
+                 decoding: DecodingConfig | None = None, seed: int = 0, use_chat_template: bool | None = None,
+                 remote_code: bool = False) -> None:  # fmt: skip
+        super().__init__(model, tokenizer, decoding, seed=seed, use_chat_template=False, remote_code=remote_code)
+        self.processor, self.image_processor = processor, image_processor
+        image = model.config.image_token_id
+        if image in (self.ids.pad, self.ids.eos):
+            raise ValueError(f"the image token id {image} is also the tokenizer's pad/eos token; give the tokenizer distinct ones")
+        self.ids = replace(self.ids, image=image)
+        self.image_token = tokenizer.convert_ids_to_tokens(image)
+        owner = processor if getattr(processor, "chat_template", None) else tokenizer
+        self._template_owner = owner
+        self.use_chat_template = bool(getattr(owner, "chat_template", None)) if use_chat_template is None else bool(use_chat_template)
+
+    # ----- construction -------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike, kind: str = "vlm", *, trust_remote_code: bool = False, seed: int = 0,
+                mask_token_id: int | None = None, decoding: DecodingConfig | None = None, dtype: Any = None,
+                use_chat_template: bool | None = None) -> HFVLMDiffusionPolicy:  # fmt: skip
+        """Load a local ``AutoModelForImageTextToText`` folder (``kind`` must be ``vlm``) with its processor."""
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        if kind != "vlm":
+            raise ValueError(f"HFVLMDiffusionPolicy kind must be 'vlm', got {kind!r}")
+        folder = _folder(path)
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        model_type, auto_map = str(raw.get("model_type", "")), raw.get("auto_map") or {}
+        remote = bool(auto_map) and model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not remote:
+            raise ValueError(
+                f"{str(folder)!r} (model_type {model_type!r}) is not a vision-language model AutoModelForImageTextToText "
+                "knows; hf-vlm-dllm: needs one (e.g. llava); a text-only causal LM goes under hf-a2d:, a masked-diffusion "
+                "LM under hf-dllm:"
+            )
+        if remote and not trust_remote_code:
+            raise ValueError(f"{str(folder)!r} runs its own model code ({auto_map}); pass trust_remote_code=True "
+                             "(--trust_remote_code true) if you trust it")  # fmt: skip
+        processor, image_processor = _load_processing(folder, trust_remote_code)
+        tokenizer = getattr(processor, "tokenizer", None) or AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        extra = {"dtype": dtype} if dtype is not None else {}
+        backbone = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True,
+                                                               trust_remote_code=trust_remote_code, **extra)  # fmt: skip
+        image_id = _image_token_id(backbone.config, tokenizer, folder)
+        mask = _mask_id(mask_token_id, text_config, tokenizer, folder)
+        if mask is None:
+            tokenizer.add_special_tokens({"mask_token": ADDED_MASK})
+            mask = tokenizer.mask_token_id
+        if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
+            backbone.resize_token_embeddings(len(tokenizer))
+        probe = HFVLMDenoiser(backbone, mask, image_id, len(tokenizer), 0, 1)
+        pixels = _pixel_values([np.zeros((32, 32, 3), np.uint8)], image_processor, _vision_size(config))
+        with torch.no_grad():
+            patches = int(probe.image_features(pixels.to(next(backbone.parameters()).device)).shape[1])
+        model = HFVLMDenoiser(backbone, mask, image_id, len(tokenizer), patches, int(pixels.shape[-1]))
+        return cls(model, tokenizer, processor, image_processor, decoding, seed=seed, use_chat_template=use_chat_template,
+                   remote_code=remote)  # fmt: skip
+
+    # ----- inputs -----------------------------------------------------------------------
+    def prompt_ids(self, observation: dict) -> list[int]:
+        """The prompt's ids: one user turn [image, text], its image token expanded to ``num_patches`` placeholders."""
+        text = observation.get("prompt", "")
+        if not isinstance(text, str):
+            raise ValueError(f"observation 'prompt' must be a str, got {type(text).__name__}")
+        if text not in self._prompt_cache:
+            if len(self._prompt_cache) >= 4096:
+                self._prompt_cache.clear()
+            clean = text.replace(self.image_token, "")
+            if self.use_chat_template:
+                turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": clean}]}]
+                rendered = self._template_owner.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+                ids = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+            else:
+                ids = self.tokenizer(f"{self.image_token}\n{clean}", add_special_tokens=True)["input_ids"]
+            image, placeholders = self.ids.image, [self.ids.image] * self.model.config.num_patches
+            expanded, seen = [], False
+            for token in ids:  # the first image token becomes the placeholders; any other is dropped
+                if token == image and not seen:
+                    expanded, seen = expanded + placeholders, True
+                elif token != image:
+                    expanded.append(token)
+            if not seen:  # a template that drops the image: placeholders first
+                expanded = placeholders + expanded
+            self._prompt_cache[text] = expanded
+        return list(self._prompt_cache[text])
+
+    def pixel_values(self, observations: list[dict]) -> torch.Tensor:
+        """(N, 3, S, S) float pixel tensors of the observations' images, as the model's image processor makes them."""
+        size = self.model.config.image_size
+        if not observations:
+            return torch.zeros(0, 3, size, size)
+        return _pixel_values([obs.get("image") for obs in observations], self.image_processor, size)
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """Decoding settings plus the backbone kind, mask/image ids and placeholder count."""
+        c = self.model.config
+        return {**asdict(self.decoding), "backbone": "vlm", "model_type": str(getattr(self.model.backbone.config, "model_type", "")),
+                "logits_shift": False, "mask_token_id": c.mask_token_id, "image_token_id": c.image_token_id,
+                "num_patches": c.num_patches, "image_size": c.image_size}  # fmt: skip
+
+    # ----- persistence ----------------------------------------------------------------
+    def save_pretrained(self, path: str) -> None:
+        """:meth:`HFDiffusionPolicy.save_pretrained` (backbone in its HF format, tokenizer), the processor, our ``policy_config.json``."""
+        super().save_pretrained(path)
+        if self.processor is not None:
+            self.processor.save_pretrained(path)
+        elif self.image_processor is not None:
+            self.image_processor.save_pretrained(path)
+        meta_path = os.path.join(path, POLICY_CONFIG)
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        c = self.model.config
+        meta.update(format=FORMAT, kind="vlm", image_token_id=c.image_token_id, num_patches=c.num_patches, image_size=c.image_size)
+        with open(meta_path, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+
+    @classmethod
+    def from_pretrained(cls, path: str, device: str | torch.device | None = None, trust_remote_code: bool = False,
+                        **decoding_overrides: Any) -> HFVLMDiffusionPolicy:  # fmt: skip
+        """Rebuild a policy written by :meth:`save_pretrained` (remote code again needs ``trust_remote_code=True``)."""
+        meta, decoding = read_policy_meta(path, "HFVLMDiffusionPolicy", FORMAT, decoding_overrides)
+        policy = cls.from_hf(path, trust_remote_code=trust_remote_code, seed=int(meta.get("seed", 0)),
+                             mask_token_id=meta.get("mask_token_id"), decoding=decoding,
+                             use_chat_template=meta.get("use_chat_template"))  # fmt: skip
+        saved = meta.get("num_patches")
+        if saved is not None and int(saved) != policy.model.config.num_patches:
+            raise ValueError(f"{path}: policy_config.json says {saved} image patches but the vision tower gives "
+                             f"{policy.model.config.num_patches}; the image processor or vision config changed")  # fmt: skip
+        if meta.get("lora"):  # an adapter written by agents.hf.lora.save_backbone (via HFDiffusionPolicy.save_pretrained)
+            from agents.hf.lora import load_adapter
+
+            load_adapter(policy, path, meta["lora"])
+        if device is not None:
+            policy.model.to(device)
+        return policy
+
+
+def _vision_size(config: Any) -> int:
+    vision = getattr(config, "vision_config", None)
+    return int(getattr(vision, "image_size", 224) or 224)
+
+
+def _load_processing(folder: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    """``(processor or None, image processor or None)`` of a folder (PIL backends; no torchvision needed)."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    processor = None
+    try:
+        processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+    except (ImportError, OSError, ValueError, TypeError, KeyError):
+        processor = None
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None:
+        processor = processor if getattr(processor, "tokenizer", None) is not None else None
+        try:
+            image_processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True,
+                                                                 trust_remote_code=trust_remote_code, backend="pil")  # fmt: skip
+        except (ImportError, OSError, ValueError, TypeError, KeyError):
+            image_processor = None
+    return processor, image_processor
+
+
+def _pixel_values(images: list[Any], image_processor: Any, size: int) -> torch.Tensor:
+    """(N, 3, S, S) float tensors: ``image_processor``'s output, else CLIP-normalised bicubic resizes to ``size``."""
+    from PIL import Image
+
+    pil = []
+    for image in images:
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"observation image must be uint8 (H, W, 3), got {array.dtype} {array.shape}")
+        pil.append(Image.fromarray(array))
+    if image_processor is not None:
+        values = image_processor(images=pil, return_tensors="pt")["pixel_values"]
+    else:
+        arrays = [np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0 for im in pil]
+        mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
+        values = torch.from_numpy(np.stack([(a - mean) / std for a in arrays])).permute(0, 3, 1, 2).contiguous()
+    if not isinstance(values, torch.Tensor) or values.dim() != 4 or values.shape[0] != len(pil):
+        raise ValueError(f"the image processor gave pixel_values {tuple(getattr(values, 'shape', ()))} for {len(pil)} images; "
+                         "hf-vlm-dllm: needs one (3, S, S) tensor per image (LLaVA-style fixed resolution, no tiling)")  # fmt: skip
+    return values.float()
