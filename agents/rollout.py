@@ -197,12 +197,16 @@ def as_problem(p: Problem | tuple[str, int]) -> Problem:
 
 
 def sample_problems(
-    weights: Mapping[str, float], count: int, rng: np.random.Generator, envs: Mapping[str, Any] | None = None
+    weights: Mapping[str, float],
+    count: int,
+    rng: np.random.Generator,
+    envs: Mapping[str, Any] | None = None,
+    pool: int | None = None,
 ) -> list[Problem]:
     """``count`` problems of the mixture: env name drawn by weight, index uniform over its problems.
 
     An env with ``unwrapped.num_problems()`` (dataset-backed) bounds the index; procedural
-    envs draw from ``[0, 2**31 - 1)``.
+    envs draw from ``[0, 2**31 - 1)``; ``pool`` bounds it further (indices ``[0, pool)`` only).
     """
     names = [name for name, w in weights.items() if w > 0]
     if not names or any(w < 0 for w in weights.values()):
@@ -214,6 +218,7 @@ def sample_problems(
         env = (envs or {}).get(names[k])
         sized = getattr(getattr(env, "unwrapped", env), "num_problems", None)
         high = (sized() if callable(sized) else None) or 2**31 - 1
+        high = min(high, pool) if pool else high
         out.append(Problem(names[k], int(rng.integers(0, high))))
     return out
 

@@ -198,3 +198,14 @@ def test_sample_problems_follows_the_weights_and_dataset_sizes():
     assert sample_problems(weights, 50, np.random.default_rng(5)) == sample_problems(weights, 50, np.random.default_rng(5))
     with pytest.raises(ValueError, match="weights"):
         sample_problems({"math": 0.0}, 1, np.random.default_rng(0))
+
+
+def test_sample_problems_pool_bounds_the_indices_and_keeps_the_draws_otherwise():
+    import numpy as np
+
+    from agents.rollout import sample_problems
+
+    pooled = sample_problems({"visual_math": 1.0}, 50, np.random.default_rng(0), pool=7)
+    assert {p.index for p in pooled} <= set(range(7)) and len({p.index for p in pooled}) > 3
+    free = sample_problems({"visual_math": 1.0}, 50, np.random.default_rng(0))
+    assert max(p.index for p in free) > 7
