@@ -121,3 +121,14 @@ def test_lora_settings_are_checked_with_a_fix(qwen2, tmp_path):
     policy.save_pretrained(str(saved))
     with pytest.raises(ValueError, match=r"LoRA adapter \(r=2\) but lora_r is 0; set lora_r: 2"):
         Trainer(config(tmp_path, qwen2, init_from=str(saved)))
+
+
+def test_a_lora_run_resumes_exactly(qwen2, tmp_path):
+    kw = dict(phase="sft", max_steps=2, learning_rate=5e-2, save_every=1, **LORA)
+    straight = Trainer(config(tmp_path / "a", qwen2, **kw))
+    straight.train()
+    resumed = Trainer(config(tmp_path / "b", qwen2, resume_from=str(tmp_path / "a" / "run" / "checkpoint-1"), **kw))
+    resumed.train()
+    a = dict(straight.accelerator.unwrap_model(straight.model).named_parameters())
+    b = dict(resumed.accelerator.unwrap_model(resumed.model).named_parameters())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # adapter, mask row and frozen base alike
