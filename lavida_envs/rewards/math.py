@@ -36,8 +36,8 @@ workers are killed at exit.
 
 Start-up and the timeout. Importing math-verify takes 1-2 s on an idle core (8-17 s
 measured on a loaded 2-core machine), and that wait is not part of any check:
-:func:`prestart` makes one worker ready (blocking, at most ``STARTUP_TIMEOUT``) and starts
-the rest in the background. ``LaViDa/VisualMath-v0`` calls it when it builds a problem
+:func:`prestart` makes one worker ready (blocking, at most ``STARTUP_TIMEOUT``); a batch
+that could use more workers starts them in the background, and they take work once ready. ``LaViDa/VisualMath-v0`` calls it when it builds a problem
 (so in ``reset``, once per process), so every ``env.step`` check meets its ``timeout``
 from the caller's side. A direct caller of :func:`check_answer` / :func:`math_equal`
 should call :func:`prestart` (or :func:`warmup`) first; otherwise its first check in a
@@ -150,7 +150,7 @@ def warmup(num_workers: int | None = None) -> None:
 
 
 def prestart() -> bool:
-    """One math worker ready (blocking once per process), the rest starting in the background.
+    """One math worker ready (blocking, once per process); more start when a batch needs them.
 
     True when a worker is ready; never raises (a verifier that cannot start reports
     ``worker_error`` on the checks that need it). Cheap once a worker is ready.

@@ -12,14 +12,17 @@ previous item); a worker that misses the deadline is killed, the item reports
 Worker deaths (OOM killer, ``kill -9``, a crash) are the verifier's fault, not the
 answer's: the item a dead worker was on is re-queued and checked again by another (or a
 fresh) worker, at most :data:`MAX_RETRIES` times; only then does it report status
-``worker_error``. A worker that dies before it is ready is replaced the same way (at most
-:data:`MAX_RETRIES` failed start-ups per run); one that is not ready within
+``worker_error``. A worker that dies before it is ready is replaced the same way: one that
+fails by itself (e.g. an import error) counts as a failed start-up, at most
+:data:`MAX_RETRIES` per run; one killed by a signal from outside is replaced until the
+run is :data:`STARTUP_TIMEOUT` old, then counts too. One that is not ready within
 :data:`STARTUP_TIMEOUT`, or start-ups that keep failing, fail the remaining items with
-``worker_error`` and the worker's last stderr line. So one run takes at most about
-``(1 + MAX_RETRIES) * (timeout + STARTUP_TIMEOUT)`` per item in the worst case, and
-``timeout`` per item once workers are ready and stay alive. :meth:`WorkerPool.prestart`
-makes one worker ready (and starts the rest in the background) so that later runs never
-wait for a start-up. POSIX only (``selectors`` on pipes).
+``worker_error`` and the worker's last stderr line. So a run is bounded: in the worst case
+(workers killed faster than they can start) about ``STARTUP_TIMEOUT`` plus a few
+start-ups, and ``timeout`` per item once workers are ready and stay alive (a death costs
+a retry on another ready worker, or one start-up). :meth:`WorkerPool.prestart`
+makes one worker ready so that later runs never wait for a start-up (extra workers a
+batch could use start in the background and take work once ready). POSIX only (``selectors`` on pipes).
 """
 
 from __future__ import annotations
@@ -191,20 +194,31 @@ class WorkerPool:
             self._await_ready(want)
 
     def prestart(self) -> bool:
-        """Make one worker ready (blocking, at most :data:`STARTUP_TIMEOUT`); the rest start in the background.
+        """Make one worker ready (blocking, at most :data:`STARTUP_TIMEOUT`); True when one is.
 
-        True when a worker is ready. Cheap when one already is.
+        One is enough for checks that come one at a time (``env.step``); a batch that
+        could use more starts them in the background, and they take work once ready.
+        Cheap when a worker is ready already.
         """
         if self.has_ready():
             return True
         with self._lock:
-            self._fill(1)  # one at a time: on a busy machine parallel start-ups slow each other
+            self._fill(1)
             self._await_ready(1)
-            self._fill(self.size)
             return self.has_ready()
 
+    def _prune(self) -> None:
+        """Forget workers that exited (closing their pipes, so deaths leak no descriptors)."""
+        alive = []
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                alive.append(worker)
+            else:
+                worker.kill()  # reaped already; closes the handles
+        self.workers = alive
+
     def _fill(self, want: int) -> None:
-        self.workers = [w for w in self.workers if w.proc.poll() is None]
+        self._prune()
         while len(self.workers) < want:
             self.workers.append(_Worker())
 
@@ -251,7 +265,7 @@ class WorkerPool:
 
     def _run(self, items: list[list[tuple[str, str]]], timeout: float) -> list[Result]:
         run = _Run(items, timeout, self.size)
-        self.workers = [w for w in self.workers if w.proc.poll() is None]
+        self._prune()
         self._collect_ready()
         while len(self.workers) < min(self.size, len(run.queue)):
             self.workers.append(_Worker())  # joins once ready (at once when no worker is ready)
