@@ -2,8 +2,8 @@
 
 * :func:`configure_backbone` -- what the trainer calls on an HF policy (``TrainConfig.lora_r`` > 0:
   wrap the backbone in a ``peft`` LoRA adapter, base weights frozen; ``gradient_checkpointing``:
-  non-reentrant activation checkpointing when the backbone supports it). For ``a2d`` backbones the
-  mask token's input-embedding row is trained too (peft ``trainable_token_indices``): a causal LM
+  non-reentrant activation checkpointing when the backbone supports it). For ``a2d`` and ``vlm``
+  (``hf-vlm-dllm:``) backbones the mask token's input-embedding row is trained too (peft ``trainable_token_indices``): a causal LM
   has never seen that token, and a frozen random row would be the only input at every masked
   position.
 * Checkpoints with LoRA (:func:`save_backbone`, :func:`load_adapter`): the frozen **base**
@@ -49,6 +49,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"
+#: backbone kinds whose mask token was (possibly) added to a causal LM: its embedding row trains with the adapter
+MASK_ROW_KINDS = ("a2d", "vlm")
 _PEFT_HINT = "pip install peft (it is in the [trl] extra: pip install -e '.[trl]')"
 
 
@@ -121,10 +123,10 @@ def is_checkpointing(backbone: nn.Module) -> bool:
 
 
 def apply_lora(policy: Any, settings: LoraSettings) -> None:
-    """Wrap ``policy.model.backbone`` in a fresh LoRA adapter (base weights frozen; a2d: the mask row trains too)."""
+    """Wrap ``policy.model.backbone`` in a fresh LoRA adapter (base weights frozen; a2d/vlm: the mask row trains too)."""
     peft = _peft()
     denoiser = policy.model
-    extra = {"trainable_token_indices": [int(denoiser.config.mask_token_id)]} if denoiser.kind == "a2d" else {}
+    extra = {"trainable_token_indices": [int(denoiser.config.mask_token_id)]} if denoiser.kind in MASK_ROW_KINDS else {}
     config = peft.LoraConfig(r=int(settings.r), lora_alpha=float(settings.alpha), lora_dropout=float(settings.dropout),
                              target_modules=settings.target_modules, **extra)  # fmt: skip
     try:
