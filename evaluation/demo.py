@@ -96,6 +96,9 @@ def _stage(name: str, fn, timings: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns a process exit code."""
     args = _parse(argv)
+    if args.threads is not None and args.threads < 1:
+        print(f"lavida demo: --threads must be >= 1, got {args.threads}")
+        return 2
     threads = apply_threads(args.threads)
     print(f"torch CPU threads: {threads['threads']} ({threads['source']}; {threads['cores']} cores)", flush=True)
     budget = _budget(args)

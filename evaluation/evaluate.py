@@ -384,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if "split" in env_kwargs:
         parser.error("pass the split with --split, not in --env-kwargs")
-    threads = apply_threads(args.threads)
+    try:
+        threads = apply_threads(args.threads)
+    except ValueError as exc:
+        parser.error(str(exc))
     dist, out = _dist(), Path(args.out)
     warning = single_process_launch_warning(dist.world)
     if warning:
