@@ -336,3 +336,16 @@ def test_bench_and_demo_take_threads(capsys, monkeypatch):
     finally:
         torch.set_num_threads(1)
     assert demo._parse(["--threads", "1"]).threads == 1 and demo._parse([]).threads is None
+
+
+def test_lavida_train_gets_the_thread_default_unless_it_passes_threads(monkeypatch):
+    import evaluation.runtime as runtime
+    from evaluation import cli
+
+    calls = []
+    monkeypatch.setattr(runtime, "apply_threads", lambda requested=None: calls.append(requested))
+    monkeypatch.setitem(cli.COMMANDS, "train", ("json", "stand-in"))  # dispatch only, no trainer run
+    monkeypatch.setattr("json.main", lambda argv: 0, raising=False)
+    assert cli.main(["train", "--config", "x.yaml"]) == 0 and calls == [None]
+    assert cli.main(["train", "--threads", "3"]) == 0 and cli.main(["train", "--threads=3"]) == 0
+    assert calls == [None]  # the trainer's own --threads decides
