@@ -5,7 +5,7 @@
   ``mask_token_id`` in its config (``model_type`` ``tiny_llada``).
 * :func:`save_dream_like` -- the same network with ``model_type`` ``Dream`` whose logits are
   shifted by one (position ``i`` predicts token ``i + 1``), as Dream's.
-* :func:`save_qwen2` -- a 2-layer random Qwen2 causal LM for A2D.
+* :func:`save_qwen2` -- a small random Qwen2 causal LM for A2D (2 layers unless told).
 """
 
 from __future__ import annotations
@@ -95,13 +95,13 @@ def save_dream_like(path: str | Path, seed: int = 0) -> Path:
     return _save_remote(path, "Dream", True, seed)
 
 
-def save_qwen2(path: str | Path, seed: int = 0, hidden: int = 64) -> Path:
-    """A 2-layer random Qwen2 causal LM + tokenizer (no chat template) for A2D."""
+def save_qwen2(path: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+    """A random Qwen2 causal LM (``layers`` layers, default 2) + tokenizer (no chat template) for A2D."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     tok = build_tokenizer(chat_template=False)
     config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
     )  # fmt: skip

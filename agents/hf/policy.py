@@ -17,7 +17,13 @@ Everything else is :class:`agents.diffusion.policy.DiffusionPolicy`'s code (samp
 positions, the three likelihood estimators, SFT rows, answer forcing, ``rollout_from``): the
 policy's ``model`` is an :class:`HFDenoiser` with the ``DiffusionModel`` call signature.
 Prompts: the tokenizer's chat template (one user turn) when it has one, else the plain prompt;
-images are not seen (text only; ImageEdit responses are text, scored on their text). Structural
+images are not seen (text only; ImageEdit responses are text, scored on their text). So problems
+whose prompts are the same sentence (every VisualMath problem of a family: the expression is only
+in the image) cannot be told apart: ``sft_rollouts`` warns once when equal prompts get different
+reference solutions (train a multimodal backbone, ``hf-vlm-dllm:``, for those tasks).
+KV cache (``cache: prefix | dual``): A2D only (:meth:`HFDenoiser.encode_with_cache` /
+:meth:`HFDenoiser.forward_window`, via :mod:`agents.hf.kv`); remote-code kinds decode with
+``cache='none'`` after the sampler's one warning. Structural
 ids: ``<pad>`` is the tokenizer's pad token when distinct from eos and mask, else the mask id;
 there are no image codes. Checkpoints: the backbone in its own HF format + tokenizer +
 ``policy_config.json`` (``format: lavida-hf-diffusion``, kind, shift, mask id, decoding).
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,6 +47,8 @@ from agents.diffusion.layout import ResponseLayout
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta
 from agents.diffusion.rows import NEG_LOGIT
 from agents.diffusion.tokenizer import SpecialIds
+from agents.hf.kv import additive_mask, cache_kwarg, stack_cache, window_cache
+from agents.policy import Rollouts
 
 __all__ = ["FORMAT", "KINDS", "HFDenoiser", "HFDiffusionPolicy"]
 
@@ -78,23 +87,85 @@ class HFDenoiser(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, pixel_values: Any = None, attention_mask: torch.Tensor | None = None) -> Any:
         """Bidirectional logits (B, L, V) over ``input_ids``; tokens past the tokenizer get ``NEG_LOGIT``."""
-        keys = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        positions = (keys.long().cumsum(-1) - 1).clamp(min=0)
+        keys, positions = self._keys_and_positions(input_ids, attention_mask)
         if self.kind == "a2d":
-            dtype = next(self.backbone.parameters()).dtype
-            mask = torch.zeros(keys.shape[0], 1, keys.shape[1], keys.shape[1], dtype=dtype, device=keys.device)
-            mask = mask.masked_fill(~keys[:, None, None, :], torch.finfo(dtype).min)
+            mask = additive_mask(keys, keys.shape[1], self._dtype)
             out = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions)
         else:
             out = self.backbone(input_ids=input_ids, attention_mask=keys.long())
         logits = (out.logits if hasattr(out, "logits") else out[0]).float()
         if self.logits_shift:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)
+        return SimpleNamespace(logits=self._limit_vocab(logits))
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
+    @staticmethod
+    def _keys_and_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attended keys (B, L) bool and position ids counting attended tokens only (left padding changes nothing)."""
+        keys = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        return keys, (keys.long().cumsum(-1) - 1).clamp(min=0)
+
+    def _limit_vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` padded to ``config.vocab_size``; ids past the tokenizer (``vocab_limit``) get ``NEG_LOGIT``."""
         if logits.shape[-1] < self.config.vocab_size:
             logits = nn.functional.pad(logits, (0, self.config.vocab_size - logits.shape[-1]), value=NEG_LOGIT)
         if self.vocab_limit < logits.shape[-1]:
             logits[..., self.vocab_limit :] = NEG_LOGIT
-        return SimpleNamespace(logits=logits)
+        return logits
+
+    # ----- KV cache (agents.diffusion.sampler.CachingModelFn; A2D only) ---------------------------
+    # Remote-code kinds (llada, dream) have no cache API we can rely on: for them these attributes do
+    # not exist, so TaggedModelFn.supports_cache is False and the sampler falls back to cache='none'
+    # with its one warning. (Dream's shifted logits would also need position start-1 in the window.)
+    @property
+    def encode_with_cache(self) -> Any:
+        """``(input_ids, pixel_values=None, attention_mask=None) -> (logits (B, L, V), cache)`` (A2D only)."""
+        if self.kind != "a2d":
+            raise AttributeError(f"{self.kind} backbones decode without a KV cache (only a2d has encode_with_cache)")
+        return self._encode_with_cache
+
+    @property
+    def forward_window(self) -> Any:
+        """``(input_ids, attention_mask, start, end, cache) -> logits (B, end-start, V)`` (A2D only)."""
+        if self.kind != "a2d":
+            raise AttributeError(f"{self.kind} backbones decode without a KV cache (only a2d has forward_window)")
+        return self._forward_window
+
+    @torch.no_grad()
+    def _encode_with_cache(
+        self, input_ids: torch.Tensor, pixel_values: Any = None, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A full bidirectional forward: logits (B, L, V) and every layer's keys/values (B, layers, 2, H, L, D)."""
+        from transformers import DynamicCache
+
+        keys, positions = self._keys_and_positions(input_ids, attention_mask)
+        mask = additive_mask(keys, keys.shape[1], self._dtype)
+        out = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                            **{cache_kwarg(self.backbone): DynamicCache()})  # fmt: skip
+        cache = getattr(out, "cache", None)
+        cache = getattr(out, "past_key_values", None) if cache is None else cache
+        return self._limit_vocab(out.logits.float()), stack_cache(cache, input_ids.shape[1])
+
+    @torch.no_grad()
+    def _forward_window(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, start: int, end: int, cache: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (B, end-start, V) of positions ``start:end`` from their current tokens, attending to the cached
+        keys/values of every other position (``cache`` from :meth:`encode_with_cache` on the same rows)."""
+        keys, positions = self._keys_and_positions(input_ids, attention_mask)
+        if cache.shape[0] != input_ids.shape[0] or cache.shape[-2] != input_ids.shape[1]:
+            raise ValueError(
+                f"cache of shape {tuple(cache.shape)} does not fit input_ids {tuple(input_ids.shape)}: "
+                "pass the rows' own cache from encode_with_cache"
+            )
+        order = torch.cat([keys[:, :start], keys[:, end:], keys[:, start:end]], 1)  # cache: prefix, suffix, then window
+        mask = additive_mask(order, end - start, self._dtype)
+        out = self.backbone(input_ids=input_ids[:, start:end], attention_mask=mask, position_ids=positions[:, start:end],
+                            use_cache=True, **{cache_kwarg(self.backbone): window_cache(cache, start, end)})  # fmt: skip
+        return self._limit_vocab(out.logits.float())
 
 
 def _folder(path: str | os.PathLike) -> Path:
@@ -229,6 +300,24 @@ class HFDiffusionPolicy(DiffusionPolicy):
     def pixel_values(self, observations: list[dict]) -> torch.Tensor:
         """Placeholder images (N, 3, 1, 1): the backbone is text only."""
         return torch.zeros(len(observations), 3, 1, 1)
+
+    def sft_rollouts(self, observations: list[dict], targets: list[str | dict]) -> Rollouts:
+        """SFT rows of the reference ``targets``; warns once when equal prompts get different targets (no image is seen)."""
+        if self.model.config.num_patches == 0 and not getattr(self, "_warned_blind", False):
+            seen: dict[Any, Any] = {}
+            for obs, target in zip(observations, targets):
+                text = target["text"] if isinstance(target, dict) else target
+                if seen.setdefault(obs.get("prompt"), text) != text:
+                    self._warned_blind = True
+                    warnings.warn(
+                        f"{type(self).__name__} is text only and sees no image, but observations with the same prompt "
+                        f"text get different reference solutions (e.g. {seen[obs.get('prompt')]!r} and {text!r}): the "
+                        "answer is only in the image (every VisualMath prompt of a family is the same sentence), so "
+                        "this backbone cannot learn them apart; train a multimodal backbone (hf-vlm-dllm:DIR) instead",
+                        stacklevel=2,
+                    )
+                    break
+        return super().sft_rollouts(observations, targets)
 
     def decoding_settings(self) -> dict[str, Any]:
         """Decoding settings plus the backbone kind, logits shift and mask id."""
