@@ -115,6 +115,13 @@ def test_the_image_changes_the_logits_at_response_positions(policy):
     with torch.no_grad():  # same masks (mask seed 0), bit-identical computation except for the image
         assert torch.equal(policy.log_likelihood(r, "complementary", 0), policy.log_likelihood(copy.copy(r), "complementary", 0))
         assert not torch.equal(policy.log_likelihood(r, "complementary", 0), policy.log_likelihood(swapped, "complementary", 0))
+    policy.model.zero_grad(set_to_none=True)
+    policy.log_likelihood(r, "complementary", 0).sum().backward()  # the gradient reaches the projector and the vision tower
+    llava = policy.model.backbone.model
+    for part in (llava.multi_modal_projector, llava.vision_tower):
+        grads = [p.grad for p in part.parameters() if p.grad is not None]
+        assert grads and sum(float(g.abs().sum()) for g in grads) > 0, type(part).__name__
+    policy.model.zero_grad(set_to_none=True)
 
 
 def test_sft_learns_two_solutions_that_only_the_image_tells_apart(tmp_path):
@@ -166,6 +173,29 @@ def test_two_rl_steps_through_lavida_train_then_lavida_eval_on_the_checkpoint(fo
                      "--no-progress", "--policy-kwargs", "gen_length=16,steps=4,block_length=16"]) == 0  # fmt: skip
     results = json.loads((eval_out / "results.json").read_text())
     assert results["n"] == 2 and results["policy"]["decoding"]["backbone"] == "vlm"
+
+
+def test_a_lora_adapter_round_trips_through_save_and_load(folder, tmp_path):
+    pytest.importorskip("peft")
+    from agents.hf.lora import LoraSettings, apply_lora
+
+    policy = HFVLMDiffusionPolicy.from_hf(folder)
+    apply_lora(policy, LoraSettings(2, 4.0))
+    with torch.no_grad():  # move the adapter off its zero start, so a lost adapter shows
+        for name, param in policy.model.backbone.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5)
+    observations, _ = _problems("LaViDa/Grounding-v0", 1)
+    policy.decoding = DecodingConfig(gen_length=8, steps=4, block_length=8, task_gen_length={})
+    r = policy.rollout(observations, 1, generator=torch.Generator().manual_seed(0))
+    policy.save_pretrained(str(tmp_path / "lora"))
+    assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
+    loaded = HFVLMDiffusionPolicy.from_pretrained(str(tmp_path / "lora"))
+    loaded.decoding = policy.decoding
+    with torch.no_grad():
+        assert torch.allclose(loaded.log_likelihood(r, "complementary", 0), policy.log_likelihood(r, "complementary", 0), atol=1e-5)
+        base = HFVLMDiffusionPolicy.from_hf(folder).log_likelihood(r, "complementary", 0)
+        assert not torch.allclose(loaded.log_likelihood(r, "complementary", 0), base, atol=1e-3)
 
 
 def test_bad_folders_get_errors_naming_the_fix(tmp_path):
