@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import warnings
 
+import gymnasium as gym
 import pytest
 import torch
 
 from agents import check_policy
+from agents.diffusion.policy import DecodingConfig
 from agents.hf.policy import HFDiffusionPolicy
+from agents.losses import sft_loss
+from agents.sft import reference_action
 from tiny_dllm import save_dream_like, save_llada_like, save_qwen2
 from tiny_hf import save_tiny_causal_lm
 
@@ -75,3 +80,67 @@ def test_two_rl_steps_through_lavida_train_then_the_checkpoint_loads_for_eval(fo
     obs, _ = gym.make("LaViDa/VisualMath-v0", split="test", difficulty=1).reset(options={"index": 0})
     (actions,) = policy.act([obs])
     assert isinstance(actions[0], str)
+
+
+LETTERS = "ABDEFGHJ"  # capitals appear in no reference solution, so the prompt's letter is the only cue
+
+
+def _named_problems(n: int = 8) -> tuple[list[dict], list[str]]:
+    """The first ``n`` VisualMath train problems and their reference solutions, each prompt naming its problem.
+
+    Every difficulty-1 VisualMath prompt is the same sentence (the expression is in the image), and
+    these backbones see no image, so with the env's prompts no model could tell the problems apart.
+    """
+    env = gym.make("LaViDa/VisualMath-v0", split="train", difficulty=1)
+    observations, targets = [], []
+    for i in range(n):
+        obs, info = env.reset(options={"index": i})
+        observations.append(dict(obs, prompt=f"Problem {LETTERS[i]}."))
+        targets.append(reference_action(env, info))
+    return observations, targets
+
+
+def _sft_until_recall(policy: HFDiffusionPolicy, observations: list[dict], targets: list[str], max_steps: int,
+                      lr: float, every: int = 50) -> tuple[int, int, list[float]]:  # fmt: skip
+    """SFT (the trainer's loss, complementary ELBO) until greedy decoding recalls every target: (steps, recalled, losses)."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=0.0)
+    batch = policy.sft_rollouts(observations, targets)
+    losses, recalled, step = [], 0, 0
+    while step < max_steps and recalled < len(targets):
+        step += 1
+        policy.model.train()
+        estimate = policy.log_likelihood_terms(batch, "complementary", mask_seed=step)
+        loss = sft_loss(estimate.loglik, policy.scored_mask(batch).sum(1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % every == 0:
+            recalled = sum(actions[0] == t for actions, t in zip(policy.act(observations), targets))
+    return step, recalled, losses
+
+
+@pytest.mark.parametrize("kind,max_steps", [("a2d", 600), ("llada", 300), ("dream", 300)])
+def test_sft_on_8_reference_solutions_reaches_exact_recall(folders, kind, max_steps):
+    torch.set_num_threads(1)
+    observations, targets = _named_problems()
+    decoding = DecodingConfig(gen_length=32, steps=32, block_length=32)  # one token per step, greedy
+    policy = HFDiffusionPolicy.from_hf(folders[kind], kind, decoding=decoding, trust_remote_code=kind != "a2d")
+    steps, recalled, losses = _sft_until_recall(policy, observations, targets, max_steps, lr=3e-3)
+    assert recalled == len(targets), f"{kind}: recalled {recalled}/8 after {steps} SFT steps (loss {losses[-1]:.3f})"
+    assert sum(losses[-10:]) / 10 < 0.1 * sum(losses[:10]) / 10
+
+
+def test_text_only_sft_warns_when_equal_prompts_get_different_solutions(folders):
+    env = gym.make("LaViDa/VisualMath-v0", split="train", difficulty=1)
+    pairs = [env.reset(options={"index": i}) for i in range(2)]
+    observations, targets = [o for o, _ in pairs], [reference_action(env, info) for _, info in pairs]
+    assert observations[0]["prompt"] == observations[1]["prompt"] and targets[0] != targets[1]
+    policy = HFDiffusionPolicy.from_hf(folders["a2d"], "a2d")
+    with pytest.warns(UserWarning, match="sees no image.*hf-vlm-dllm"):
+        policy.sft_rollouts(observations, targets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        policy.sft_rollouts(observations, targets)  # once per policy
+        HFDiffusionPolicy.from_hf(folders["a2d"], "a2d").sft_rollouts(*_named_problems(2))  # distinct prompts: silent
