@@ -165,6 +165,13 @@ class TrainConfig:
         help="Task mixture {task: weight} (CLI: 'visual_math:1,grounding:1,image_edit:1'); every batch mixes tasks.",
     )
     difficulty: str = _field("mixed", "Env difficulty: a level '1'..'5' or 'mixed'.")
+    sft_pool: int = _field(
+        0, "SFT reference rows come only from the first sft_pool training problems of each task (0 = all): "
+        "reference solutions for some problems, verifiable rewards for every RL prompt.",
+    )
+    sft_difficulty: str | None = _field(
+        None, "Level the SFT reference rows come from (None = difficulty): SFT on an easier level, RL on a harder one."
+    )
     image_size: int = _field(64, "Observation image size (pixels) of every env.")
     # ----- batch ---------------------------------------------------------------------
     prompts_per_step: int = _field(4, "Prompts (groups) sampled per RL step.")
@@ -248,6 +255,8 @@ class TrainConfig:
         elif isinstance(self.scale_rewards, str) and self.scale_rewards.lower() in ("true", "false"):
             self.scale_rewards = "group" if self.scale_rewards.lower() == "true" else "none"
         self.difficulty = str(self.difficulty)
+        if self.sft_difficulty is not None:
+            self.sft_difficulty = str(self.sft_difficulty)
         self.forcing_tasks = list(self.forcing_tasks or [])
         self.tree_search = list(self.tree_search or [])
         self.tree_branch_steps = [int(s) for s in self.tree_branch_steps or []]
@@ -292,15 +301,18 @@ class TrainConfig:
         for name in ("max_steps", "prompts_per_step", "num_generations", "likelihood_samples",
                      "updates_per_batch", "gradient_accumulation_steps", "logging_steps", "image_size"):
             _check_int(name, getattr(self, name), minimum=1)
-        counts = ("sft_steps", "sft_per_step", "eval_every", "eval_episodes", "save_every", "warmup_steps",
+        counts = ("sft_steps", "sft_per_step", "sft_pool", "eval_every", "eval_episodes", "save_every", "warmup_steps",
                   "collapse_window")  # fmt: skip
         for name in counts:
             _check_int(name, getattr(self, name), minimum=0)
         for name in ("max_minutes", "max_cpu_minutes"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 _fail(name, getattr(self, name), "must be > 0 or None")
-        if self.difficulty != "mixed" and self.difficulty not in {"1", "2", "3", "4", "5"}:
-            _fail("difficulty", self.difficulty, "use a level 1..5 or 'mixed'")
+        for name in ("difficulty", "sft_difficulty"):
+            value = getattr(self, name)
+            if value is not None and str(value) != "mixed" and str(value) not in {"1", "2", "3", "4", "5"}:
+                same = " (or None: the same as difficulty)" if name == "sft_difficulty" else ""
+                _fail(name, value, f"use a level 1..5 or 'mixed'{same}")
         self._validate_tasks()
         self._validate_loss()
         self._validate_forcing()

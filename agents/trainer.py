@@ -134,6 +134,7 @@ class Trainer:
         if self.model is not model:
             self.policy.model = forward_attributes(self.model)
         self.envs = make_envs(c, "train")
+        self.sft_envs = self.envs if c.sft_difficulty is None else make_envs(c, "train", c.sft_difficulty)
         self._test_envs: dict[str, Any] | None = None
         rank = acc.process_index
         self.rngs: dict[str, Any] = {
@@ -234,8 +235,8 @@ class Trainer:
 
     # ----- 1-3: batches -----------------------------------------------------------------
     def _sft_rows(self, count: int) -> list:
-        problems = sample_problems(self.config.task_weights, count, self.rngs["sft"], self.envs)
-        return sft_rollouts(self.policy, self.envs, problems, list(self.config.tasks))
+        problems = sample_problems(self.config.task_weights, count, self.rngs["sft"], self.sft_envs, self.config.sft_pool)
+        return sft_rollouts(self.policy, self.sft_envs, problems, list(self.config.tasks))
 
     def _sft_batch(self) -> TrainBatch:
         rank = self.accelerator.process_index

@@ -138,3 +138,11 @@ def test_bad_files_name_the_file(tmp_path):
         load_config(str(bad))
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_sft_difficulty_picks_the_level_of_the_sft_rows_only():
+    c = TrainConfig(difficulty="2", sft_difficulty=1).validate()
+    assert (c.difficulty, c.sft_difficulty) == ("2", "1")
+    assert TrainConfig().sft_difficulty is None
+    with pytest.raises(ValueError, match="sft_difficulty"):
+        TrainConfig(sft_difficulty="7").validate()

@@ -145,3 +145,28 @@ def test_lavida_train_has_one_parser_for_quick_sft_and_configs(tmp_path, capsys)
     assert main(["--env", "LaViDa/Nope-v0"]) == 2 and "not a LaViDa env id" in capsys.readouterr().err
     assert main(["--config", TINY, "--gamma", "2.0"]) == 2
     assert "TrainConfig.gamma=2.0" in capsys.readouterr().err
+
+
+def test_sft_rows_come_from_sft_difficulty_and_rl_prompts_from_difficulty(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, difficulty="2", sft_difficulty="1", max_steps=1))
+    assert {env.unwrapped.difficulty for env in trainer.sft_envs.values()} == {1}
+    assert {env.unwrapped.difficulty for env in trainer.envs.values()} == {2}
+    same_level = Trainer(tiny_config(tmp_path / "b", difficulty="2", max_steps=1))
+    assert same_level.sft_envs is same_level.envs
+
+
+def test_sft_pool_limits_reference_rows_to_the_first_problems(tmp_path, monkeypatch):
+    import agents.trainer as trainer_module
+
+    drawn = []
+    real = trainer_module.sample_problems
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        drawn.extend(out)
+        return out
+
+    monkeypatch.setattr(trainer_module, "sample_problems", recording)
+    trainer = Trainer(tiny_config(tmp_path, sft_pool=3, max_steps=1))
+    trainer._sft_rows(24)
+    assert len(drawn) == 24 and {p.index for p in drawn} <= {0, 1, 2}
