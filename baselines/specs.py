@@ -31,7 +31,8 @@ from agents.specs import import_target as _import_target
 __all__ = ["CHECKPOINT_FORMATS", "SPEC_FORMS", "resolve_policy"]
 
 SPEC_FORMS = (
-    "random | constant | oracle | hf:<dir> | hf-vlm:<dir> | hf-dllm:<dir> | <checkpoint dir> | "
+    "random | constant | oracle | hf:<dir> | hf-vlm:<dir> | hf-dllm:<dir> | hf-a2d:<dir> | hf-dream:<dir> | "
+    "hf-vlm-dllm:<dir> | <checkpoint dir> | "
     "module:factory | path/to/file.py:factory"
 )
 _SIMPLE = {"random": "RandomPolicy", "constant": "ConstantPolicy", "oracle": "OraclePolicy"}
@@ -41,6 +42,9 @@ _ADAPTERS = {
     "hf-dllm": "baselines.hf_dllm:HFDiffusionLMPolicy",
 }
 
+
+#: spec prefixes that name a trainable HF backbone (built by agents.specs.trainable_policy)
+_TRAINABLE_PREFIXES = ("hf-a2d", "hf-dream", "hf-vlm-dllm")
 
 _load = load_target
 
@@ -118,6 +122,10 @@ def resolve_policy(spec: str, **kw: Any) -> Any:
     if spec in _SIMPLE:
         return _construct(_load(f"baselines.simple:{_SIMPLE[spec]}"), spec, (), kw)
     prefix, sep, rest = spec.partition(":")
+    if sep and prefix in _TRAINABLE_PREFIXES:  # trainable HF backbones evaluate as they train (agents.specs)
+        from agents.specs import trainable_policy
+
+        return trainable_policy(spec, **kw)
     if sep and prefix in _ADAPTERS:
         if not rest:
             raise ValueError(f"policy spec {spec!r} needs a directory after '{prefix}:'")

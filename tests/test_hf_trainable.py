@@ -144,3 +144,16 @@ def test_text_only_sft_warns_when_equal_prompts_get_different_solutions(folders)
         warnings.simplefilter("error")
         policy.sft_rollouts(observations, targets)  # once per policy
         HFDiffusionPolicy.from_hf(folders["a2d"], "a2d").sft_rollouts(*_named_problems(2))  # distinct prompts: silent
+
+
+def test_eval_specs_build_untrained_trainable_backbones(tmp_path):
+    from baselines.specs import resolve_policy
+    from tiny_dllm import save_qwen2
+
+    from agents.hf.policy import HFDiffusionPolicy
+
+    folder = save_qwen2(tmp_path / "qwen2", hidden=32, layers=1)
+    policy = resolve_policy(f"hf-a2d:{folder}")
+    assert isinstance(policy, HFDiffusionPolicy)
+    obs = {"image": __import__("numpy").zeros((64, 64, 3), dtype="uint8"), "prompt": "What is 2 + 3?"}
+    assert len(policy.act([obs], 1)[0]) == 1
