@@ -383,7 +383,8 @@ def load_checkpoint(
         raise CheckpointError(f"{state_path}: field 'step' is {step!r}, not a step count; {_FIX}")
     rank_state = load_state_file(rank_path)  # read both before changing anything
     try:
-        saved = type(policy).from_pretrained(directory)
+        trust = {"trust_remote_code": True} if getattr(policy, "remote_code", False) else {}  # the run already runs that code
+        saved = type(policy).from_pretrained(directory, **trust)
     except CheckpointError:
         raise
     except (ValueError, OSError) as exc:  # the policy's loaders name the file (check_policy_files, read_policy_meta)

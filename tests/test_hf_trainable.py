@@ -157,3 +157,33 @@ def test_eval_specs_build_untrained_trainable_backbones(tmp_path):
     assert isinstance(policy, HFDiffusionPolicy)
     obs = {"image": __import__("numpy").zeros((64, 64, 3), dtype="uint8"), "prompt": "What is 2 + 3?"}
     assert len(policy.act([obs], 1)[0]) == 1
+
+
+@pytest.mark.parametrize("kind", ["a2d", "llada"])
+def test_a_killed_hf_run_resumes_bit_exactly(folders, tmp_path, kind):
+    # As tests/test_resume.py for ours: 1 SFT + 3 RL steps, each RL batch serving 2 updates, so the
+    # checkpoint at step 2 falls inside a batch; the resumed trainer starts from other weights (seed 1),
+    # which the checkpoint must overwrite. llada: remote code, so resuming must pass trust_remote_code on.
+    from agents.checkpoint import checkpoint_dir
+    from agents.config import load_config
+    from agents.metrics_log import MetricsLog
+    from agents.trainer import Trainer
+
+    spec = {"a2d": "hf-a2d:", "llada": "hf-dllm:"}[kind] + str(folders[kind])
+    settings = dict(policy=spec, trust_remote_code=kind == "llada", sft_steps=1, max_steps=3, updates_per_batch=2,
+                    forcing_prob=0.5, save_every=2, lr_scheduler_type="linear", prompts_per_step=1, sft_per_step=1)  # fmt: skip
+    whole = Trainer(load_config(TINY, output_dir=str(tmp_path / "whole"), **settings))
+    whole.train()
+    Trainer(load_config(TINY, output_dir=str(tmp_path / "broken"), **settings)).train(stop_at=3)
+    other = (save_qwen2 if kind == "a2d" else save_llada_like)(tmp_path / "other", seed=1)
+    start = HFDiffusionPolicy.from_hf(other, kind, trust_remote_code=kind == "llada")
+    resume = checkpoint_dir(str(tmp_path / "broken"), 2)
+    resumed = Trainer(load_config(TINY, output_dir=str(tmp_path / "broken"), resume_from=resume, **settings), policy=start)
+    assert resumed.step == 2
+    resumed.train()
+    wall = {"time", "tokens_per_s"}
+    rows = {name: [{k: v for k, v in r.items() if k not in wall} for r in MetricsLog.read(str(tmp_path / name / "metrics.jsonl"))]
+            for name in ("whole", "broken")}  # fmt: skip
+    assert [r["step"] for r in rows["broken"]] == [1, 2, 3, 4] and rows["broken"] == rows["whole"]
+    a, b = (dict(t.accelerator.unwrap_model(t.model).state_dict()) for t in (whole, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
