@@ -70,7 +70,10 @@ def test_ablate_runs_every_preset_and_seed_from_one_start_and_resumes(tmp_path, 
     assert "| demo |" in (out / "ablation.md").read_text() and (out / "ablation.csv").is_file()
     claims = (out / "claims.md").read_text()
     assert "| Answer forcing cuts zero-variance groups | frac_reward_zero_std/after_forcing | demo:" in claims
-    assert "ablate_kl" not in claims  # claims whose presets did not run are left out
+    # a claim whose presets did not run gets a verdict row saying so, and no metric rows
+    assert "| SFT rows instead of KL keep RL stable | GRPO+KL diverges" in claims
+    assert "(demo or ablate_kl not run) | not measurable here |" in claims
+    assert "| SFT rows instead of KL keep RL stable | after/eval/reward | demo:" not in claims
     capsys.readouterr()
     assert ablate.main(argv) == 0 and "0 runs to do" in capsys.readouterr().out  # finished runs are kept
     assert ablate.main([*argv, "--table-only"]) == 0 and "runs to do" not in capsys.readouterr().out
@@ -82,3 +85,13 @@ def test_ablate_names_an_unknown_preset_and_a_malformed_override(tmp_path, capsy
     assert ablate.main(["--set", "image_size", "--out", str(tmp_path)]) == 2
     assert "--set 'image_size': expected FIELD=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "sft").exists()  # nothing was trained
+
+
+def test_verdict_follows_the_sign_the_paper_predicts():
+    from evaluation.ablation_table import verdict
+
+    assert verdict({"diff": 0.2, "lo": 0.1, "hi": 0.3}, +1) == "reproduced"
+    assert verdict({"diff": -0.2, "lo": -0.3, "hi": -0.1}, -1) == "reproduced"
+    assert verdict({"diff": -0.2, "lo": -0.3, "hi": -0.1}, +1) == "contradicted"
+    assert verdict({"diff": 0.0, "lo": -0.1, "hi": 0.1}, +1) == "inconclusive (CI includes 0)"
+    assert verdict({"diff": None, "lo": None, "hi": None}, +1) == "not measurable here"
