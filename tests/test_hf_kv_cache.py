@@ -116,3 +116,15 @@ def test_remote_code_backbone_falls_back_to_no_cache_with_one_warning(folders, o
     messages = [str(w.message) for w in caught if "KV cache" in str(w.message)]
     assert len(messages) == 1 and "cache='none'" in messages[0]
     assert torch.equal(out.sequences, reference.sequences) and out.extras["nfe"] == reference.extras["nfe"]
+
+
+def test_a2d_cache_works_through_a_lora_wrapped_backbone(folders, observations):
+    pytest.importorskip("peft")
+    from agents.hf.lora import LoraSettings, apply_lora
+
+    out = {}
+    for cache in ("none", "dual"):
+        policy = _policy(folders["a2d1"], cache)
+        apply_lora(policy, LoraSettings(2, 4.0))  # a fresh adapter is the identity: same tokens as without it
+        out[cache] = _rollout(policy, observations)
+    assert torch.equal(out["dual"].sequences, out["none"].sequences)
