@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import tempfile
+
+# Remote-code test models (tests/tiny_dllm.py, tests/tiny_hf.py) are copied by transformers into its
+# modules cache; a per-session folder keeps concurrent or stale copies of one name from colliding.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="lavida-hf-modules-"))
+
+import pytest  # noqa: E402
 
 from task_envs import first_observations
 
