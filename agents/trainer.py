@@ -397,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if threads:
         torch.set_num_threads(threads)
+    for flag, folder in (("--init_from", config.init_from), ("--resume_from", config.resume_from)):
+        if folder and not os.path.isdir(folder):
+            print(f"lavida train: {flag} {folder!r} is not a directory (pass a checkpoint or policy folder)", file=sys.stderr)
+            return 2
     try:
         trainer = Trainer(config)
     except CheckpointError as exc:  # a truncated, corrupt or foreign --resume_from checkpoint (named in exc)

@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         env = gym.make(args.env, split=args.split, disable_env_checker=True, **env_kwargs)
         indices = _indices(env, args.start_index, args.episodes)
         policy = resolve_policy(args.policy, **policy_kwargs)
-    except (ValueError, TypeError, gym.error.Error) as exc:
+    except (ValueError, TypeError, OSError, gym.error.Error) as exc:  # OSError: a missing or unreadable folder
         print(f"lavida eval: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     decoding_note = _checkpoint_decoding_note(args.policy, policy_kwargs)

@@ -45,19 +45,32 @@ def _field(results: Mapping[str, Any], dotted: str) -> Any:
 
 
 def load_entries(paths: Sequence[str]) -> list[Entry]:
-    """Results of each path: a results dir, a results.json, or a folder searched recursively."""
+    """Results of each path: a results dir, a results.json, or a folder searched recursively.
+
+    Other files (``runs/*`` also matches the board's own ``.md``/``.csv``/``.png``) and folders
+    without results are skipped with a note on stderr; a path that does not exist, or no
+    results at all, is an error.
+    """
     entries: list[Entry] = []
+    skipped: list[str] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_file() or (path / RESULTS_FILE).is_file():
+        if (path.is_file() and (path.name == RESULTS_FILE or path.suffix == ".json")) or (path / RESULTS_FILE).is_file():
             files = [path if path.is_file() else path / RESULTS_FILE]
         elif path.is_dir():
             files = sorted(path.rglob(RESULTS_FILE))
             if not files:
-                raise ValueError(f"{path}: no {RESULTS_FILE} in it or below; run 'lavida eval --out DIR' first")
+                skipped.append(f"{path} (no {RESULTS_FILE} in it or below)")
+        elif path.is_file():
+            files = []
+            skipped.append(f"{path} (not a results file)")
         else:
             raise ValueError(f"{path}: no such file or directory")
         entries += [{"dir": str(f.parent), "results": read_results(f)} for f in files]
+    for note in skipped:
+        print(f"lavida leaderboard: skipped {note}", file=sys.stderr)
+    if not entries:
+        raise ValueError(f"no {RESULTS_FILE} in {', '.join(paths)}; run 'lavida eval --out DIR' first")
     return entries
 
 

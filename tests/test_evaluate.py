@@ -349,3 +349,13 @@ def test_lavida_train_gets_the_thread_default_unless_it_passes_threads(monkeypat
     assert cli.main(["train", "--config", "x.yaml"]) == 0 and calls == [None]
     assert cli.main(["train", "--threads", "3"]) == 0 and cli.main(["train", "--threads=3"]) == 0
     assert calls == [None]  # the trainer's own --threads decides
+
+
+@pytest.mark.parametrize("spec", ["hf:/nonexistent/model", "hf-vlm:/nonexistent/model", "hf-dllm:/nonexistent/model"])
+def test_a_missing_hf_folder_is_a_one_line_usage_error(tmp_path, capsys, spec):
+    from evaluation.evaluate import main as evaluate_main
+
+    assert evaluate_main(["--policy", spec, "--env", "LaViDa/VisualMath-v0", "--episodes", "1",
+                          "--out", str(tmp_path / "out"), "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("lavida eval:") and "/nonexistent/model" in err and "Traceback" not in err

@@ -97,3 +97,15 @@ def test_refuses_duplicate_policy_names_and_bad_dirs(runs, tmp_path, capsys):
     (tmp_path / "broken/results.json").write_text(json.dumps({"schema_version": 1}))
     assert main([str(tmp_path / "broken"), "--out", str(tmp_path / "b.md")]) == 2
     assert "missing field" in capsys.readouterr().err
+
+
+def test_a_glob_over_runs_skips_the_boards_own_files_with_a_note(runs, tmp_path, capsys):
+    first = tmp_path / "board.md"
+    assert main([str(runs / "Grounding" / p) for p in ("oracle", "random")] + ["--out", str(first)]) == 0
+    again = [str(runs / "Grounding" / p) for p in ("oracle", "random")] + [str(first), str(first.with_suffix(".csv"))]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*again, str(empty), "--out", str(tmp_path / "again.md")]) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "board.csv (not a results file)" in err and "empty (no results.json" in err
+    assert main([str(first), "--out", str(tmp_path / "none.md")]) == 2  # nothing left to rank

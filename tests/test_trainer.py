@@ -170,3 +170,9 @@ def test_sft_pool_limits_reference_rows_to_the_first_problems(tmp_path, monkeypa
     trainer = Trainer(tiny_config(tmp_path, sft_pool=3, max_steps=1))
     trainer._sft_rows(24)
     assert len(drawn) == 24 and {p.index for p in drawn} <= {0, 1, 2}
+
+
+def test_a_missing_init_from_folder_is_a_one_line_usage_error(tmp_path, capsys):
+    assert main(["--config", TINY, "--init_from", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--init_from" in err and "is not a directory" in err
