@@ -132,7 +132,9 @@ def render_markdown(entries: Sequence[Entry], metric: str, mismatches: Sequence[
     lines = [
         f"# Leaderboard: {metric}",
         "",
-        f"Mean {metric} per episode [95% bootstrap CI] on each env's problems (split, version, episodes: see Setup).",
+        (f"Mean {metric} per problem (unbiased estimator over the K samples; no interval) on each env's problems "
+         "(split, version, episodes: see Setup)." if metric.startswith("pass@") else
+         f"Mean {metric} per episode [95% bootstrap CI] on each env's problems (split, version, episodes: see Setup)."),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * len(envs)) + "|",

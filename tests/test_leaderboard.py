@@ -109,3 +109,13 @@ def test_a_glob_over_runs_skips_the_boards_own_files_with_a_note(runs, tmp_path,
     err = capsys.readouterr().err
     assert "skipped" in err and "board.csv (not a results file)" in err and "empty (no results.json" in err
     assert main([str(first), "--out", str(tmp_path / "none.md")]) == 2  # nothing left to rank
+
+
+def test_a_pass_at_k_board_does_not_promise_an_interval(tmp_path):
+    out = tmp_path / "k"
+    assert evaluate(["--policy", "random", "--env", "LaViDa/VisualMath-v0", "--episodes", "3", "--samples", "2",
+                     "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    assert main([str(out), "--out", str(tmp_path / "p.md"), "--metric", "pass@2"]) == 0
+    text = (tmp_path / "p.md").read_text()
+    assert "no interval" in text and "bootstrap CI" not in text
+    assert main([str(out), "--out", str(tmp_path / "r.md")]) == 0 and "bootstrap CI" in (tmp_path / "r.md").read_text()
