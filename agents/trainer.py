@@ -71,7 +71,7 @@ from agents.losses import lavida_loss, sft_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
 from agents.rollout import rollout_metrics, sample_problems
 from agents.policy import require_trainable
-from agents.distributed import build_reference, configure_deepspeed, zero_stage
+from agents.distributed import build_reference, configure_deepspeed, single_process_launch_warning, zero_stage
 from agents.train_setup import build_policy, check_capabilities, configure_policy, forward_attributes, lr_factor
 from agents.train_batch import (
     NLLMeter,
@@ -115,6 +115,9 @@ class Trainer:
             project_dir=c.output_dir, step_scheduler_with_optimizer=False,
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         )  # fmt: skip
+        launch_warning = single_process_launch_warning(acc.num_processes)
+        if launch_warning and acc.is_main_process:
+            logger.warning(launch_warning)
         set_seed(c.seed)
         self.policy = policy if policy is not None else build_policy(c)
         configure_policy(self.policy, c)  # LoRA / gradient checkpointing of HF backbones

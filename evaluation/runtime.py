@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
 from typing import Any
+
+from agents.distributed import single_process_launch_warning  # noqa: F401  (re-exported; lives with the launch code)
 
 __all__ = [
     "THREADS_HELP",
@@ -93,20 +94,3 @@ def apply_threads(requested: int | None = None) -> dict[str, Any]:
     return {"threads": threads, "source": source, "cores": usable_cores()}
 
 
-def single_process_launch_warning(world_size: int, environ: Mapping[str, str] | None = None) -> str | None:
-    """A warning when ``accelerate launch --num_processes N>1`` started this as its only process, else None.
-
-    Accelerate's simple launcher (used without ``--multi_gpu`` when there is no GPU) sets
-    ``MASTER_ADDR``/``MASTER_PORT`` when more than one process was asked for, but starts one
-    process and sets no ``WORLD_SIZE``; a real multi-process launch sets ``WORLD_SIZE``.
-    """
-    env = os.environ if environ is None else environ
-    from_accelerate = any(key.startswith("ACCELERATE_") for key in env)
-    if world_size > 1 or "WORLD_SIZE" in env or "MASTER_ADDR" not in env or not from_accelerate:
-        return None
-    return (
-        "accelerate launch was asked for several processes (MASTER_ADDR is set) but started only this one "
-        "(no WORLD_SIZE): without a GPU, accelerate needs --multi_gpu to start several CPU processes, e.g. "
-        "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 -m ...; "
-        "continuing in ONE process (results record num_processes=1)"
-    )

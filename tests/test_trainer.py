@@ -176,3 +176,12 @@ def test_a_missing_init_from_folder_is_a_one_line_usage_error(tmp_path, capsys):
     assert main(["--config", TINY, "--init_from", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "--init_from" in err and "is not a directory" in err
+
+
+def test_a_single_process_accelerate_launch_asked_for_several_warns(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with caplog.at_level("WARNING", logger="agents.trainer"):
+        Trainer(tiny_config(tmp_path, max_steps=1))
+    assert any("--multi_gpu" in r.getMessage() for r in caplog.records)
