@@ -72,16 +72,20 @@ class TokenPolicy:
 
     # ----- inputs -------------------------------------------------------------------
     def prompt_ids(self, observation: dict) -> list[int]:
-        """Image placeholders then the prompt text's token ids."""
+        """The prompt's token ids (:meth:`encode_prompt` of its text, cached per text)."""
         text = observation.get("prompt", "")
         if not isinstance(text, str):
             raise ValueError(f"observation 'prompt' must be a str, got {type(text).__name__}")
         if text not in self._prompt_cache:
             if len(self._prompt_cache) >= 4096:
                 self._prompt_cache.clear()
-            tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._prompt_cache[text] = [self.ids.image] * self.model.config.num_patches + list(tokens)
+            self._prompt_cache[text] = list(self.encode_prompt(text))
         return list(self._prompt_cache[text])
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Image placeholders then the prompt text's token ids (subclasses change the layout here)."""
+        tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [self.ids.image] * self.model.config.num_patches + list(tokens)
 
     def layout(self, task: str) -> ResponseLayout:
         """The response layout for ``task``."""

@@ -277,21 +277,12 @@ class HFDiffusionPolicy(DiffusionPolicy):
         return cls(model, tokenizer, decoding, seed=seed, use_chat_template=use_chat_template, remote_code=remote)
 
     # ----- inputs (text only) -----------------------------------------------------------
-    def prompt_ids(self, observation: dict) -> list[int]:
+    def encode_prompt(self, text: str) -> list[int]:
         """The prompt's token ids (chat template with one user turn when the tokenizer has one); no image."""
-        text = observation.get("prompt", "")
-        if not isinstance(text, str):
-            raise ValueError(f"observation 'prompt' must be a str, got {type(text).__name__}")
-        if text not in self._prompt_cache:
-            if len(self._prompt_cache) >= 4096:
-                self._prompt_cache.clear()
-            if self.use_chat_template:
-                chat = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
-                ids = self.tokenizer(chat, add_special_tokens=False)["input_ids"]
-            else:
-                ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-            self._prompt_cache[text] = list(ids)
-        return list(self._prompt_cache[text])
+        if self.use_chat_template:
+            chat = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+            return list(self.tokenizer(chat, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
     def layout(self, task: str) -> ResponseLayout:
         """A text-only response of the task's text length (ImageEdit answers in text)."""

@@ -195,32 +195,25 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
                    remote_code=remote)  # fmt: skip
 
     # ----- inputs -----------------------------------------------------------------------
-    def prompt_ids(self, observation: dict) -> list[int]:
+    def encode_prompt(self, text: str) -> list[int]:
         """The prompt's ids: one user turn [image, text], its image token expanded to ``num_patches`` placeholders."""
-        text = observation.get("prompt", "")
-        if not isinstance(text, str):
-            raise ValueError(f"observation 'prompt' must be a str, got {type(text).__name__}")
-        if text not in self._prompt_cache:
-            if len(self._prompt_cache) >= 4096:
-                self._prompt_cache.clear()
-            clean = text.replace(self.image_token, "")
-            if self.use_chat_template:
-                turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": clean}]}]
-                rendered = self._template_owner.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
-                ids = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-            else:
-                ids = self.tokenizer(f"{self.image_token}\n{clean}", add_special_tokens=True)["input_ids"]
-            image, placeholders = self.ids.image, [self.ids.image] * self.model.config.num_patches
-            expanded, seen = [], False
-            for token in ids:  # the first image token becomes the placeholders; any other is dropped
-                if token == image and not seen:
-                    expanded, seen = expanded + placeholders, True
-                elif token != image:
-                    expanded.append(token)
-            if not seen:  # a template that drops the image: placeholders first
-                expanded = placeholders + expanded
-            self._prompt_cache[text] = expanded
-        return list(self._prompt_cache[text])
+        clean = text.replace(self.image_token, "")
+        if self.use_chat_template:
+            turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": clean}]}]
+            rendered = self._template_owner.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+            ids = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tokenizer(f"{self.image_token}\n{clean}", add_special_tokens=True)["input_ids"]
+        image, placeholders = self.ids.image, [self.ids.image] * self.model.config.num_patches
+        expanded, seen = [], False
+        for token in ids:  # the first image token becomes the placeholders; any other is dropped
+            if token == image and not seen:
+                expanded, seen = expanded + placeholders, True
+            elif token != image:
+                expanded.append(token)
+        if not seen:  # a template that drops the image: placeholders first
+            expanded = placeholders + expanded
+        return expanded
 
     def pixel_values(self, observations: list[dict]) -> torch.Tensor:
         """(N, 3, S, S) float pixel tensors of the observations' images, as the model's image processor makes them."""
