@@ -59,6 +59,14 @@ _BOOT = (
 )
 
 
+
+def _readable(workers: list, wait: float) -> list:
+    """The workers whose output can be read within ``wait`` seconds (one select over their fds)."""
+    with selectors.DefaultSelector() as selector:
+        for worker in workers:
+            selector.register(worker.fd, selectors.EVENT_READ, worker)
+        return [key.data for key, _ in selector.select(wait)]
+
 class Result(NamedTuple):
     """Outcome of one comparison: equal?, status and the reason when not a plain answer."""
 
@@ -230,12 +238,7 @@ class WorkerPool:
             wait = deadline - time.monotonic()
             if not pending or wait <= 0:
                 return
-            with selectors.DefaultSelector() as selector:
-                for worker in pending:
-                    selector.register(worker.fd, selectors.EVENT_READ, worker)
-                events = selector.select(wait)
-            for key, _ in events:
-                worker = key.data
+            for worker in _readable(pending, wait):
                 messages = worker.read()
                 if messages is None:  # could not start: drop it; the next run reports why
                     worker.kill()
@@ -313,12 +316,7 @@ class WorkerPool:
             return
         now = time.monotonic()
         wait = max(0.0, min(w.deadline(run.timeout) for w in watched) - now)
-        with selectors.DefaultSelector() as selector:
-            for worker in watched:
-                selector.register(worker.fd, selectors.EVENT_READ, worker)
-            events = selector.select(wait)
-        for key, _ in events:
-            worker = key.data
+        for worker in _readable(watched, wait):
             messages = worker.read()
             if messages is None:
                 self._retire(worker, run, "worker_error", "math worker died")
