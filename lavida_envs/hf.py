@@ -51,6 +51,18 @@ def env_kwargs_json(env_kwargs: dict[str, Any]) -> str:
     return json.dumps(env_kwargs, sort_keys=True)
 
 
+def export_env(env_id: str, split: str, n: int, start: int, env_kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """The unwrapped env of an export of problems ``start .. start+n-1`` and its kwargs as JSON (bad ranges named)."""
+    if not isinstance(n, int) or n < 1 or not isinstance(start, int) or start < 0:
+        raise ValueError(f"need an int n >= 1 and start >= 0, got n={n!r}, start={start!r}")
+    kwargs_json = env_kwargs_json(env_kwargs)
+    env = gym.make(env_id, split=split, **env_kwargs).unwrapped
+    available = env.num_problems() if hasattr(env, "num_problems") else None
+    if available is not None and start + n > available:
+        raise ValueError(f"{env_id} ({split!r}) has {available} problems; cannot take n={n} from start={start}")
+    return env, kwargs_json
+
+
 def to_hf_dataset(
     env_id: str,
     split: str = "train",
@@ -66,13 +78,7 @@ def to_hf_dataset(
     datasets = _datasets()
     import lavida_envs  # noqa: F401  (registers the ids)
 
-    if not isinstance(n, int) or n < 1 or not isinstance(start, int) or start < 0:
-        raise ValueError(f"need an int n >= 1 and start >= 0, got n={n!r}, start={start!r}")
-    kwargs_json = env_kwargs_json(env_kwargs)
-    env = gym.make(env_id, split=split, **env_kwargs).unwrapped
-    available = env.num_problems() if hasattr(env, "num_problems") else None
-    if available is not None and start + n > available:
-        raise ValueError(f"{env_id} ({split!r}) has {available} problems; cannot take n={n} from start={start}")
+    env, kwargs_json = export_env(env_id, split, n, start, env_kwargs)
     columns: dict[str, list[Any]] = {
         key: []
         for key in ("prompt", "image", "answer", "solution", "task", "index", "difficulty", "source",

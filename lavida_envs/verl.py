@@ -51,18 +51,10 @@ def verl_rows(
     **env_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """The rows :func:`to_verl_parquet` writes, as plain dicts (one per problem index)."""
-    import gymnasium as gym
-
     import lavida_envs  # noqa: F401  (registers the ids)
-    from lavida_envs.hf import env_kwargs_json
+    from lavida_envs.hf import export_env
 
-    if not isinstance(n, int) or n < 1 or not isinstance(start, int) or start < 0:
-        raise ValueError(f"need an int n >= 1 and start >= 0, got n={n!r}, start={start!r}")
-    kwargs_json = env_kwargs_json(env_kwargs)
-    env = gym.make(env_id, split=split, **env_kwargs).unwrapped
-    available = env.num_problems() if hasattr(env, "num_problems") else None
-    if available is not None and start + n > available:
-        raise ValueError(f"{env_id} ({split!r}) has {available} problems; cannot take n={n} from start={start}")
+    env, kwargs_json = export_env(env_id, split, n, start, env_kwargs)
     rows = []
     for index in range(start, start + n):
         obs, info = env.reset(options={"index": index})
