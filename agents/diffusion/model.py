@@ -194,12 +194,13 @@ class DiffusionModel(PreTrainedModel):
         return positions, key_mask
 
     def _run(self, x: torch.Tensor, key_mask, cache: torch.Tensor | None = None, start: int = 0):
-        """Logits and the stacked keys/values (batch, layers, 2, heads, n, head_dim) of every block."""
+        """Logits and, without ``cache``, the stacked keys/values (batch, layers, 2, heads, n, head_dim) of every block."""
         kvs = []
         for i, block in enumerate(self.blocks):
             x, k, v = block(x, key_mask, None if cache is None else cache[:, i], start)
-            kvs.append(torch.stack([k, v], 1))
-        return self.lm_head(self.norm(x)), torch.stack(kvs, 1)
+            if cache is None:  # a window's fresh keys/values are not kept
+                kvs.append(torch.stack([k, v], 1))
+        return self.lm_head(self.norm(x)), torch.stack(kvs, 1) if kvs else None
 
     def forward(
         self,
