@@ -31,13 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lavida_envs.base import Problem
-from lavida_envs.datasets.common import DatasetError, letterbox, read_json, resolve_image, to_charset
+from lavida_envs.datasets.common import DatasetError, read_json, resolve_image, to_charset
 
 __all__ = [
     "GroundingSample",
     "REFCOCO_NAMES",
-    "build_grounding_problem",
     "load_refcoco",
     "read_refs_pickle",
 ]
@@ -195,30 +193,3 @@ def load_refcoco(name: str, data_dir: str | Path, split: str, subsplit: str | No
                       "refs_split": want},
             ))
     return out
-
-
-def build_grounding_problem(sample: GroundingSample, image_size: int, box_format: str) -> Problem:
-    """Letterbox the sample's image and map its gold box into the observed pixels."""
-    from lavida_envs.rewards.grounding import format_box
-    from lavida_envs.tasks.grounding import grounding_prompt, grounding_solution
-
-    image, lb = letterbox(sample.image_path, image_size)
-    x1, y1, x2, y2 = (min(max(round(v), 0), image_size) for v in lb.box_to_image(sample.box))
-    x2, y2 = max(x2, min(x1 + 1, image_size)), max(y2, min(y1 + 1, image_size))
-    x1, y1 = min(x1, x2 - 1), min(y1, y2 - 1)
-    gold = (x1, y1, x2, y2)
-    answer = format_box(gold, box_format, image_size, image_size)
-    what = sample.meta.get("category", "object")
-    steps = [f'The description "{sample.expression}" matches the {what} in the image.',
-             f"Its bounding box is {answer}."]
-    return Problem(
-        prompt=grounding_prompt(f'the object described as "{sample.expression[:1500]}"', image_size, box_format),
-        image=image,
-        answer=answer,
-        solution=grounding_solution(steps, answer),
-        difficulty=sample.difficulty,
-        key=f"{sample.dataset}:{sample.sample_id}",
-        source=sample.dataset,
-        meta={"box": gold, "expression": sample.expression, "original_box": sample.box,
-              "image_path": str(sample.image_path), **sample.meta},
-    )

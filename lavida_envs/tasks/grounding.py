@@ -46,7 +46,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lavida_envs.base import Problem, Score, TaskEnv, coerce_text, split_of_key
 from lavida_envs.rewards.format import format_reward
@@ -55,7 +55,11 @@ from lavida_envs.scene import Scene, render_scene, sample_grid_scene, sample_sce
 from lavida_envs.tasks.grounding_refgen import generate
 from lavida_envs.tasks.grounding_refs import Ref, SidesCount
 
-__all__ = ["GroundingEnv", "GroundingSpec", "grounding_prompt", "grounding_solution"]
+if TYPE_CHECKING:
+    from lavida_envs.datasets.refcoco import GroundingSample
+
+__all__ = [
+    "GroundingEnv", "GroundingSpec", "build_grounding_problem", "grounding_prompt", "grounding_solution"]
 
 _CONVENTION = {
     "pixel": "in pixel coordinates of this {s}x{s} image (origin at the top-left corner, x to the right, "
@@ -82,6 +86,32 @@ def grounding_solution(steps: Sequence[str], answer: str) -> str:
     """Reference solution: numbered steps in ``<think>``, then the box in ``<answer>``."""
     body = " ".join(f"Step {i}: {s}" for i, s in enumerate(steps, 1))
     return f"<think>{body}</think><answer>{answer}</answer>"
+
+
+def build_grounding_problem(sample: GroundingSample, image_size: int, box_format: str) -> Problem:
+    """Letterbox the sample's image and map its gold box into the observed pixels."""
+    from lavida_envs.datasets.common import letterbox
+
+    image, lb = letterbox(sample.image_path, image_size)
+    x1, y1, x2, y2 = (min(max(round(v), 0), image_size) for v in lb.box_to_image(sample.box))
+    x2, y2 = max(x2, min(x1 + 1, image_size)), max(y2, min(y1 + 1, image_size))
+    x1, y1 = min(x1, x2 - 1), min(y1, y2 - 1)
+    gold = (x1, y1, x2, y2)
+    answer = format_box(gold, box_format, image_size, image_size)
+    what = sample.meta.get("category", "object")
+    steps = [f'The description "{sample.expression}" matches the {what} in the image.',
+             f"Its bounding box is {answer}."]
+    return Problem(
+        prompt=grounding_prompt(f'the object described as "{sample.expression[:1500]}"', image_size, box_format),
+        image=image,
+        answer=answer,
+        solution=grounding_solution(steps, answer),
+        difficulty=sample.difficulty,
+        key=f"{sample.dataset}:{sample.sample_id}",
+        source=sample.dataset,
+        meta={"box": gold, "expression": sample.expression, "original_box": sample.box,
+              "image_path": str(sample.image_path), **sample.meta},
+    )
 
 
 def _uses_sides(ref: Any) -> bool:
@@ -227,7 +257,7 @@ class GroundingEnv(TaskEnv):
     def load_dataset(self, name: str, data_dir: str | None, split: str) -> Sequence[Problem]:
         """RefCOCO/RefCOCO+/RefCOCOg or ReasonSeg from ``data_dir`` (``name[:subsplit]``)."""
         from lavida_envs.datasets.reasonseg import load_reasonseg
-        from lavida_envs.datasets.refcoco import REFCOCO_NAMES, build_grounding_problem, load_refcoco
+        from lavida_envs.datasets.refcoco import REFCOCO_NAMES, load_refcoco
 
         base, _, sub = name.partition(":")
         base = base.lower()
