@@ -6,10 +6,11 @@ import warnings
 
 import pytest
 import torch
+from task_envs import assert_left_padding_changes_nothing
 from tiny_denoiser import MASK_ID, TinyDenoiser
 
 from agents.diffusion.policy import DecodingConfig, DiffusionPolicy
-from agents.diffusion.sampler import CACHE_MODES, SamplerState, sample, split_steps
+from agents.diffusion.sampler import CACHE_MODES, sample, split_steps
 
 torch.set_num_threads(1)
 
@@ -40,18 +41,49 @@ def test_cache_is_exact_when_keys_do_not_depend_on_other_positions(observations,
     assert cached.extras["nfe"] == reference.extras["nfe"]
 
 
-@pytest.mark.parametrize("cache", ["prefix", "dual"])
-def test_cache_differs_on_a_deep_model_but_each_block_starts_exact(observations, cache):
-    # With 2 layers the cached keys go stale inside a block (approximate by design), but the
-    # first step of a block is a full forward, so the state after step 1 is the reference's.
-    policy, reference = _policy(cache, layers=2), _policy("none", layers=2)
-    obs = [o for o in observations if o.get("task", "") != "image_edit"][:2]
-    states: dict[str, list[SamplerState]] = {}
-    for name, pol in (("cached", policy), ("none", reference)):
-        rows = pol.rollout(obs, 1, generator=torch.Generator().manual_seed(0))
-        states[name] = rows.unmask_step
-    first = lambda record: (record == 1)  # noqa: E731
-    assert torch.equal(first(states["cached"]), first(states["none"]))
+class _Sentinels:
+    """A :class:`CachingModelFn` whose logits say which call made them: a full forward, ``encode`` or ``window``."""
+
+    FULL, ENCODE, WINDOW = 3, 4, 5
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def _logits(self, batch: int, length: int, token: int) -> torch.Tensor:
+        logits = torch.zeros(batch, length, MASK_ID + 1)
+        logits[..., token] = 10.0
+        return logits
+
+    def __call__(self, input_ids, attention_mask):
+        self.calls.append(("full",))
+        return self._logits(*input_ids.shape, self.FULL)
+
+    def encode(self, input_ids, attention_mask):
+        self.calls.append(("encode",))
+        return self._logits(*input_ids.shape, self.ENCODE), torch.zeros(input_ids.shape[0], 1)
+
+    def window(self, input_ids, attention_mask, start, end, cache):
+        assert cache.shape == (input_ids.shape[0], 1)  # the store hands back the rows' own cache
+        self.calls.append(("window", start, end))
+        return self._logits(input_ids.shape[0], end - start, self.WINDOW)
+
+
+@pytest.mark.parametrize("cache", CACHE_MODES)
+def test_cache_is_refreshed_at_each_block_start_and_windows_decode_the_other_steps(cache):
+    # 2 blocks of 8 positions, 4 steps each: steps 1 and 5 run a full forward that refreshes the
+    # cache (encode), steps 2-4 and 6-8 a window over the block (dual) or the block to the end
+    # (prefix); every unmasked token is the one its call voted for. cache='none': full forwards only.
+    model, prompt = _Sentinels(), torch.zeros(2, 5, dtype=torch.long)
+    out = sample(model, prompt, None, gen_length=16, steps=8, block_length=8, mask_id=MASK_ID, cache=cache)
+    first_steps = (out.unmask_step == 1) | (out.unmask_step == 5)
+    if cache == "none":
+        assert model.calls == [("full",)] * 8 and (out.sequences[:, 5:] == model.FULL).all()
+        return
+    ends = (13, 21) if cache == "dual" else (21, 21)
+    assert model.calls == [("encode",), *[("window", 5, ends[0])] * 3, ("encode",), *[("window", 13, ends[1])] * 3]
+    assert out.nfe == 8 and first_steps.sum() == 2 * 2 * 2  # 2 rows x 2 blocks x 2 tokens per step
+    assert (out.sequences[:, 5:][first_steps] == model.ENCODE).all()
+    assert (out.sequences[:, 5:][~first_steps] == model.WINDOW).all()
 
 
 @pytest.mark.parametrize("cache", CACHE_MODES)
@@ -120,10 +152,9 @@ def test_image_responses_plan_a_text_block_and_an_image_block():
     assert d.plan(64) == (16, 16) and d.plan(50) == (16, 50)
 
 
-def test_rows_of_several_layouts_give_the_same_results_batched_or_alone(observations):
-    policy = _policy("dual", layers=2)
-    together = policy.rollout(observations, 1, generator=torch.Generator().manual_seed(0))
-    for i, obs in enumerate(observations):
-        alone = policy.rollout([obs], 1, generator=torch.Generator().manual_seed(0))
-        width = alone.sequences.shape[1]
-        assert torch.equal(together.sequences[i, -width:], alone.sequences[0])
+@pytest.mark.parametrize("cache", CACHE_MODES)
+def test_left_padded_rows_of_one_layout_give_the_same_results_batched_or_alone(observations, cache):
+    # Prompts of three lengths share one layout, so one sampler call left-pads them; the padding must
+    # change nothing (positions, attention and the cached window's mask), with or without a cache.
+    policy = _policy(cache, layers=2)
+    assert_left_padding_changes_nothing(policy, observations[0], dict(observations[1], task="grounding"))
