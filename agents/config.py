@@ -31,13 +31,18 @@ Contract:
   ``--estimator`` are the quick-SFT names of ``learning_rate``, ``sft_per_step``,
   ``init_from`` and ``likelihood``. ``--steps`` is always the denoising steps; optimizer
   steps are ``--max_steps``.
+* List fields (:func:`list_fields`: ``tree_search``, ``forcing_tasks``, ``tree_branch_steps``,
+  ``lora_target_modules``) take space- or comma-separated items or ``[a, b]``; ``[]``, ``none``,
+  an empty string or the bare flag empty them (``--tree_search '[]'`` turns tree search off).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
@@ -56,6 +61,8 @@ __all__ = [
     "TaskDecoding",
     "TaskWeights",
     "TrainConfig",
+    "as_list",
+    "list_fields",
     "load_config",
     "parse_config",
 ]
@@ -69,6 +76,8 @@ LIKELIHOODS = ESTIMATORS
 REMASKINGS = REMASKING
 SCALE_REWARDS = ("group", "batch", "none")
 SCHEDULERS = ("constant", "linear", "cosine")
+#: Spellings of an empty list field besides '' and '[]' (``--tree_search none``, ``tree_search: none``).
+EMPTY_LIST = ("none", "null")
 #: ``lavida train --env ...`` without ``--config``: quick SFT of a fresh tiny policy on the envs' tasks.
 QUICK_SFT: dict[str, Any] = dict(
     phase="sft", difficulty="1", image_size=128, max_steps=1000, sft_per_step=32, learning_rate=1e-3,
@@ -143,8 +152,9 @@ class TrainConfig:
     lora_r: int = _field(0, "HF backbones: LoRA rank through peft (0 = off: every weight trains); base weights frozen.")
     lora_alpha: float = _field(16.0, "LoRA scaling alpha (update scale alpha / r).")
     lora_dropout: float = _field(0.0, "Dropout on the LoRA branch.")
-    lora_target_modules: str = _field(
-        "all-linear", "Modules LoRA adapts: 'all-linear' (every linear layer but the output head) or names, 'q_proj,v_proj'."
+    lora_target_modules: list[str] = _field(
+        factory=lambda: ["all-linear"],
+        help="Modules LoRA adapts: 'all-linear' (every linear layer but the output head) or names, 'q_proj,v_proj'.",
     )
     gradient_checkpointing: bool = _field(
         True, "HF backbones: non-reentrant activation checkpointing (when the backbone supports it); false = off."
@@ -205,10 +215,14 @@ class TrainConfig:
     forcing_threshold: float = _field(0.5, "A group triggers forcing when every reward is below this (paper: 0.5).")
     forcing_prob: float = _field(0.1, "Chance a triggered group keeps its forced sample (paper: 0.1; 1.0 collapses).")
     forced_tokens_in_loss: bool = _field(False, "Whether forced answer tokens count in the forced row's likelihood.")
-    forcing_tasks: list[str] = _field(factory=lambda: ["visual_math", "grounding"], help="Tasks with a gold answer.")
+    forcing_tasks: list[str] = _field(
+        factory=lambda: ["visual_math", "grounding"], help="Tasks with a gold answer to force ([], none or '': none)."
+    )
     forcing_template: str = _field("<answer>{answer}</answer>", "Forced response suffix ('{answer}': the gold).")
     # ----- tree search ---------------------------------------------------------------
-    tree_search: list[str] = _field(factory=lambda: ["image_edit"], help="Tasks sampled by tree search ([]: off).")
+    tree_search: list[str] = _field(
+        factory=lambda: ["image_edit"], help="Tasks sampled by tree search ([], none or '': off)."
+    )
     tree_branch_steps: list[int] = _field(
         factory=lambda: [0, 8], help="Step each tree round branches at (0 = from scratch; paper [0, 8] of 64)."
     )
@@ -257,9 +271,8 @@ class TrainConfig:
         self.difficulty = str(self.difficulty)
         if self.sft_difficulty is not None:
             self.sft_difficulty = str(self.sft_difficulty)
-        self.forcing_tasks = list(self.forcing_tasks or [])
-        self.tree_search = list(self.tree_search or [])
-        self.tree_branch_steps = [int(s) for s in self.tree_branch_steps or []]
+        for name, item_type in list_fields().items():
+            setattr(self, name, as_list(name, getattr(self, name), item_type))
 
     # ----- derived views ---------------------------------------------------------------
     @property
@@ -278,6 +291,18 @@ class TrainConfig:
     def warm_start_steps(self) -> int:
         """SFT steps that run before the RL steps (``sft_steps`` in phase 'rl'; 0 in phase 'sft')."""
         return self.sft_steps if self.phase == "rl" else 0
+
+    @property
+    def forcing_tasks_used(self) -> list[str]:
+        """Tasks of the mixture whose RL groups may be answer-forced ([] in phase 'sft', or forcing off)."""
+        if self.phase != "rl" or not self.answer_forcing or self.forcing_prob <= 0:
+            return []
+        return [t for t in self.forcing_tasks if t in self.task_weights]
+
+    @property
+    def tree_tasks_used(self) -> list[str]:
+        """Tasks of the mixture rolled out by tree search ([] in phase 'sft')."""
+        return [t for t in self.tree_search if t in self.task_weights] if self.phase == "rl" else []
 
     def uses_tree_search(self, task: str) -> bool:
         """Whether ``task`` rolls out by tree search."""
@@ -360,8 +385,10 @@ class TrainConfig:
             _fail("lora_alpha", self.lora_alpha, "must be > 0 (e.g. 2 * lora_r)")
         if not 0.0 <= self.lora_dropout < 1.0:
             _fail("lora_dropout", self.lora_dropout, "must be in [0, 1)")
-        if self.lora_r and not str(self.lora_target_modules).strip(" ,"):
+        if self.lora_r and not self.lora_target_modules:
             _fail("lora_target_modules", self.lora_target_modules, "name modules, e.g. 'q_proj,v_proj', or 'all-linear'")
+        if "all-linear" in self.lora_target_modules and len(self.lora_target_modules) > 1:
+            _fail("lora_target_modules", self.lora_target_modules, "'all-linear' stands alone; or name the modules")
         if self.regularizer == "kl" and self.beta <= 0:
             _fail("beta", self.beta, "regularizer 'kl' needs beta > 0 (e.g. 0.04)")
         if self.regularizer == "sft" and self.phase == "rl" and self.sft_per_step < 1:
@@ -407,6 +434,40 @@ class TrainConfig:
             total = self.decoding_for(task)["steps"]
             if steps and steps[-1] >= total:
                 _fail("tree_branch_steps", steps, f"every branch step must be < steps ({total}) of tree task {task}")
+
+
+@functools.lru_cache(maxsize=None)
+def list_fields() -> dict[str, type]:
+    """Every list-valued TrainConfig field and the type of its items."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: typing.get_args(hints[f.name])[0] for f in fields(TrainConfig) if typing.get_origin(hints[f.name]) is list}
+
+
+def as_list(name: str, value: Any, item_type: type) -> list[Any]:
+    """A list field's value from YAML or the command line: a list, ``'a,b'``, ``'[a, b]'``; ``[]``, ``none``, ``''`` = empty."""
+    if value is None:
+        return []
+    parts: list[Any] = []
+    for item in [value] if isinstance(value, str) else list(value):
+        if not isinstance(item, str):
+            parts.append(item)
+            continue
+        text = item.strip()
+        text = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        parts += [p.strip().strip("'\"") for p in text.split(",") if p.strip().strip("'\"")]
+    if len(parts) == 1 and isinstance(parts[0], str) and parts[0].lower() in EMPTY_LIST:
+        return []
+    out = []
+    for part in parts:
+        exact = not isinstance(part, (bool, list, dict)) and not (item_type is int and isinstance(part, float))
+        try:
+            if not exact:
+                raise TypeError(part)
+            out.append(item_type(part))
+        except (TypeError, ValueError):
+            kind = "ints, e.g. '0,8'" if item_type is int else f"{item_type.__name__} items"
+            _fail(name, value, f"cannot read {part!r}: write {kind}, or '[]' / none for an empty list")
+    return out
 
 
 def _fail(name: str, value: Any, fix: str) -> None:
@@ -484,6 +545,9 @@ def build_parser(defaults: dict[str, Any] | None = None) -> HfArgumentParser:
     parser.add_argument("--env", action="append", default=None, metavar="ENV_ID",
                         help="train on this env's task(s) (repeat for an equal mix); without --config: quick SFT")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
+    for action in parser._actions:  # list fields: '--tree_search' alone, '[]', none or '' empties them
+        if action.dest in list_fields() and action.option_strings:
+            action.type, action.nargs = str, "*"
     if defaults:
         parser.set_defaults(**defaults)
     return parser

@@ -4,8 +4,8 @@
   :func:`agents.specs.trainable_policy`: ``diffusion``, ``ar``, ``hf-a2d:DIR``, ``hf-dllm:DIR``,
   ``hf-dream:DIR``, a checkpoint folder, ``module:factory`` / ``file.py:factory``.
 * :func:`configure_policy` -- LoRA (``lora_r`` > 0) and gradient checkpointing of an HF backbone.
-* :func:`check_capabilities` -- refuse a config that needs answer forcing or tree search from
-  a policy whose ``supports_forcing`` / ``supports_tree_search`` is False.
+* :func:`check_capabilities` -- refuse a config whose run would use answer forcing or tree search
+  (phase ``rl`` only) with a policy whose ``supports_forcing`` / ``supports_tree_search`` is False.
 * :func:`lr_factor` -- multiplier of ``learning_rate`` per global step: ``sft_learning_rate /
   learning_rate`` during the ``sft_steps`` warm start of phase ``rl``, then linear warm-up over
   ``warmup_steps`` and ``lr_scheduler_type`` (constant | linear | cosine, to 0 at ``max_steps``).
@@ -46,23 +46,27 @@ def configure_policy(policy: Any, config: TrainConfig) -> None:
 
     lora = None
     if config.lora_r:
-        targets = LoraSettings.parse_targets(config.lora_target_modules)
+        targets = LoraSettings.parse_targets(",".join(config.lora_target_modules))
         lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout, targets)
     configure_backbone(policy, lora, config.gradient_checkpointing)
 
 
 def check_capabilities(policy: Any, config: TrainConfig) -> None:
-    """``ValueError`` naming the config key when ``config`` asks for answer forcing or tree search the policy lacks."""
+    """``ValueError`` naming the config key when the run would use answer forcing or tree search the policy lacks.
+
+    Only what the run uses is checked (:attr:`TrainConfig.forcing_tasks_used`, :attr:`TrainConfig.tree_tasks_used`):
+    phase ``sft`` never forces nor searches, so any policy runs it whatever those keys say.
+    """
     name = type(policy).__name__
-    if config.answer_forcing and config.forcing_prob > 0 and config.forcing_tasks and not policy.supports_forcing:
+    if config.forcing_tasks_used and not policy.supports_forcing:
         raise ValueError(
-            f"{name} cannot force answer suffixes (supports_forcing is False) but the config has answer_forcing: true; "
-            "set answer_forcing: false (or --answer_forcing false)"
+            f"{name} cannot force answer suffixes (supports_forcing is False) but the config has answer_forcing: true "
+            f"for {config.forcing_tasks_used}; set answer_forcing: false (or --answer_forcing false)"
         )
-    if config.tree_search and not policy.supports_tree_search:
+    if config.tree_tasks_used and not policy.supports_tree_search:
         raise ValueError(
             f"{name} cannot continue rollouts from an intermediate state (supports_tree_search is False) but the config "
-            f"has tree_search: {list(config.tree_search)}; set tree_search: []"
+            f"has tree_search: {list(config.tree_search)}; set tree_search: [] (or --tree_search '[]')"
         )
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 
-from agents.config import TrainConfig, load_config, parse_config
+from agents.config import TrainConfig, build_parser, load_config, parse_config
 from agents.rollout import ForcingConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+HINTS = typing.get_type_hints(TrainConfig)
+LIST_FIELDS = sorted(f.name for f in dataclasses.fields(TrainConfig) if typing.get_origin(HINTS[f.name]) is list)
+EMPTY_SPELLINGS = ["[]", "none", ""]
 ABLATIONS = {
     "ablate_kl": {"regularizer": "kl", "beta": 0.04},
     "ablate_grpo_only": {"regularizer": "none"},
@@ -146,3 +150,39 @@ def test_sft_difficulty_picks_the_level_of_the_sft_rows_only():
     assert TrainConfig().sft_difficulty is None
     with pytest.raises(ValueError, match="sft_difficulty"):
         TrainConfig(sft_difficulty="7").validate()
+
+
+def test_the_list_fields_are_found():
+    assert {"tree_search", "forcing_tasks", "tree_branch_steps", "lora_target_modules"} <= set(LIST_FIELDS)
+
+
+@pytest.mark.parametrize("name", LIST_FIELDS)
+@pytest.mark.parametrize("spelling", EMPTY_SPELLINGS + [None])  # None: the bare flag
+def test_every_list_field_can_be_emptied_from_the_command_line(name, spelling):
+    assert getattr(TrainConfig(), name), f"{name}: a default that is already empty tests nothing"
+    flag = [f"--{name}"] + ([] if spelling is None else [spelling])
+    (config,) = build_parser().parse_args_into_dataclasses(flag)[:1]
+    assert getattr(config, name) == []
+    dashed = [f"--{name.replace('_', '-')}"] + ([] if spelling is None else [spelling])
+    assert getattr(build_parser().parse_args_into_dataclasses(dashed)[0], name) == []
+
+
+@pytest.mark.parametrize("spelling", EMPTY_SPELLINGS)
+def test_all_list_fields_emptied_at_once_validate(spelling, tmp_path):
+    c = parse_config([part for name in LIST_FIELDS for part in (f"--{name}", spelling)])
+    assert all(getattr(c, name) == [] for name in LIST_FIELDS) and not c.uses_tree_search("image_edit")
+    path = tmp_path / "empty.yaml"
+    yaml_value = spelling or "''"
+    path.write_text("".join(f"{name}: {yaml_value}\n" for name in LIST_FIELDS))
+    assert all(getattr(load_config(str(path)), name) == [] for name in LIST_FIELDS)
+
+
+def test_list_fields_read_commas_brackets_and_name_bad_items():
+    c = parse_config(["--tree_branch_steps", "[0, 4]", "--forcing_tasks", "visual_math,grounding",
+                      "--lora_target_modules", "q_proj,v_proj"])  # fmt: skip
+    assert (c.tree_branch_steps, c.forcing_tasks, c.lora_target_modules) == ([0, 4], ["visual_math", "grounding"], ["q_proj", "v_proj"])
+    assert TrainConfig(lora_target_modules="all-linear").lora_target_modules == ["all-linear"]  # YAML's string form
+    with pytest.raises(ValueError, match=r"TrainConfig.tree_branch_steps=\['0', 'x'\]: cannot read 'x': write ints"):
+        parse_config(["--tree_branch_steps", "0", "x"])
+    with pytest.raises(ValueError, match=r"TrainConfig.tree_search=\['\[\]x'\]: unknown task"):
+        parse_config(["--tree_search", "[]x"])

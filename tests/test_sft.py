@@ -106,3 +106,28 @@ def test_quick_sft_stops_at_its_time_budget_and_saves(tmp_path, monkeypatch, cap
     assert DiffusionPolicy.from_pretrained(out) is not None
     assert train_main(["--env", "LaViDa/VisualMath-v0", "--steps", "5", "--output-dir", str(out)]) == 2
     assert "--max_steps" in capsys.readouterr().err  # --steps is denoising steps in every mode
+
+
+def test_quick_sft_of_the_ar_policy_needs_no_rl_only_flags(tmp_path):
+    # the README's AR quick-SFT line (one step, batch 2): phase sft never checks answer forcing or tree search
+    out = tmp_path / "ar_sft"
+    assert train_main(["--env", "LaViDa/VisualMath-v0", "--difficulty", "1", "--policy", "ar", "--max_steps", "1",
+                       "--batch-size", "2", "--output-dir", str(out)]) == 0  # fmt: skip
+    assert [r["step"] for r in MetricsLog.read(str(out / "metrics.jsonl"))] == [1]
+    assert json.loads((out / "policy_config.json").read_text())  # a saved ARPolicy folder
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ([], r"ARPolicy cannot force answer suffixes.*\['visual_math'\].*--answer_forcing false"),
+        (["--answer_forcing", "false", "--tasks", "image_edit:1"], r"ARPolicy cannot continue rollouts.*--tree_search '\[\]'"),
+    ],
+)
+def test_rl_with_the_ar_policy_keeps_the_capability_errors(tmp_path, flags, message):
+    config = parse_config(["--phase", "rl", "--policy", "ar", "--tasks", "visual_math:1", *flags,
+                           "--output_dir", str(tmp_path)])  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        Trainer(config)
+    sft = parse_config(["--phase", "sft", "--policy", "ar", "--tasks", "visual_math:1,image_edit:1"])
+    assert (sft.forcing_tasks_used, sft.tree_tasks_used) == ([], [])  # what the sft run uses: neither
