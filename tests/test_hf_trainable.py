@@ -1,4 +1,4 @@
-"""Trainable HF masked-diffusion backbones (agents.hf): A2D from a causal LM, LLaDA-style and Dream-style remote code."""
+"""Trainable HF masked-diffusion backbones (agents.hf): A2D from a causal LM, native Dream, LLaDA/Dream-style remote code."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from agents.diffusion.policy import DecodingConfig
 from agents.hf.policy import HFDiffusionPolicy
 from agents.losses import sft_loss
 from agents.sft import reference_action
-from tiny_dllm import save_dream_like, save_llada_like, save_qwen2
+from tiny_dllm import save_dream, save_dream_like, save_llada_like, save_qwen2
 from tiny_hf import save_tiny_causal_lm
 
 TINY = os.path.join(os.path.dirname(__file__), "fixtures", "trainer", "tiny.yaml")
@@ -24,7 +24,8 @@ TRUST = {"trust_remote_code": True}
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf_trainable")
-    return {"a2d": save_qwen2(root / "qwen2"), "llada": save_llada_like(root / "llada"), "dream": save_dream_like(root / "dream")}
+    return {"a2d": save_qwen2(root / "qwen2"), "llada": save_llada_like(root / "llada"), "dream": save_dream(root / "dream"),
+            "dream_remote": save_dream_like(root / "dream_remote")}  # fmt: skip
 
 
 def test_a2d_runs_the_causal_lm_bidirectionally_and_passes_check_policy(folders):
@@ -38,14 +39,21 @@ def test_a2d_runs_the_causal_lm_bidirectionally_and_passes_check_policy(folders)
 
 @pytest.mark.parametrize("kind", ["llada", "dream"])
 def test_remote_code_backbones_pass_check_policy(folders, kind):
-    policy = HFDiffusionPolicy.from_hf(folders[kind], trust_remote_code=True)  # kind "auto": Dream's config selects the shift
-    assert policy.model.kind == kind and policy.model.logits_shift == (kind == "dream")
+    folder = folders["dream_remote" if kind == "dream" else kind]  # a shifted remote-code model: hf-dream: names the shift
+    policy = HFDiffusionPolicy.from_hf(folder, kind, trust_remote_code=True)
+    assert policy.model.kind == kind and policy.model.logits_shift == (kind == "dream") and policy.remote_code
     assert check_policy(policy, load_kwargs=TRUST) == []
 
 
+def test_native_dream_passes_check_policy_without_remote_code(folders):
+    policy = HFDiffusionPolicy.from_hf(folders["dream"])  # kind "auto": Dream's model_type selects native Dream
+    assert policy.model.kind == "dream" and policy.model.logits_shift and not policy.remote_code
+    assert check_policy(policy) == []
+
+
 def test_dream_logits_are_shifted_back_so_position_i_predicts_token_i(folders):
-    dream = HFDiffusionPolicy.from_hf(folders["dream"], "dream", trust_remote_code=True)
-    unshifted = HFDiffusionPolicy.from_hf(folders["dream"], "llada", trust_remote_code=True)
+    dream = HFDiffusionPolicy.from_hf(folders["dream_remote"], "dream", trust_remote_code=True)
+    unshifted = HFDiffusionPolicy.from_hf(folders["dream_remote"], "llada", trust_remote_code=True)
     x = torch.tensor([[5, 6, 7, 8, 9]])
     assert torch.allclose(dream.model(x).logits[:, 1:], unshifted.model(x).logits[:, :-1])
 
@@ -126,7 +134,7 @@ def test_sft_on_8_reference_solutions_reaches_exact_recall(folders, kind, max_st
     torch.set_num_threads(1)
     observations, targets = _named_problems()
     decoding = DecodingConfig(gen_length=32, steps=32, block_length=32)  # one token per step, greedy
-    policy = HFDiffusionPolicy.from_hf(folders[kind], kind, decoding=decoding, trust_remote_code=kind != "a2d")
+    policy = HFDiffusionPolicy.from_hf(folders[kind], kind, decoding=decoding, trust_remote_code=kind == "llada")
     steps, recalled, losses = _sft_until_recall(policy, observations, targets, max_steps, lr=3e-3)
     assert recalled == len(targets), f"{kind}: recalled {recalled}/8 after {steps} SFT steps (loss {losses[-1]:.3f})"
     assert sum(losses[-10:]) / 10 < 0.1 * sum(losses[:10]) / 10
@@ -159,7 +167,7 @@ def test_eval_specs_build_untrained_trainable_backbones(tmp_path):
     assert len(policy.act([obs], 1)[0]) == 1
 
 
-@pytest.mark.parametrize("kind", ["a2d", "llada"])
+@pytest.mark.parametrize("kind", ["a2d", "llada", "dream"])
 def test_a_killed_hf_run_resumes_bit_exactly(folders, tmp_path, kind):
     # As tests/test_resume.py for ours: 1 SFT + 3 RL steps, each RL batch serving 2 updates, so the
     # checkpoint at step 2 falls inside a batch; the resumed trainer starts from other weights (seed 1),
@@ -169,13 +177,13 @@ def test_a_killed_hf_run_resumes_bit_exactly(folders, tmp_path, kind):
     from agents.metrics_log import MetricsLog
     from agents.trainer import Trainer
 
-    spec = {"a2d": "hf-a2d:", "llada": "hf-dllm:"}[kind] + str(folders[kind])
+    spec = {"a2d": "hf-a2d:", "llada": "hf-dllm:", "dream": "hf-dllm:"}[kind] + str(folders[kind])
     settings = dict(policy=spec, trust_remote_code=kind == "llada", sft_steps=1, max_steps=3, updates_per_batch=2,
                     forcing_prob=0.5, save_every=2, lr_scheduler_type="linear", prompts_per_step=1, sft_per_step=1)  # fmt: skip
     whole = Trainer(load_config(TINY, output_dir=str(tmp_path / "whole"), **settings))
     whole.train()
     Trainer(load_config(TINY, output_dir=str(tmp_path / "broken"), **settings)).train(stop_at=3)
-    other = (save_qwen2 if kind == "a2d" else save_llada_like)(tmp_path / "other", seed=1)
+    other = {"a2d": save_qwen2, "llada": save_llada_like, "dream": save_dream}[kind](tmp_path / "other", seed=1)
     start = HFDiffusionPolicy.from_hf(other, kind, trust_remote_code=kind == "llada")
     resume = checkpoint_dir(str(tmp_path / "broken"), 2)
     resumed = Trainer(load_config(TINY, output_dir=str(tmp_path / "broken"), resume_from=resume, **settings), policy=start)

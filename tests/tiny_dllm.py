@@ -3,9 +3,11 @@
 * :func:`save_llada_like` -- a LLaDA-shaped folder: ``auto_map`` -> ``AutoModel``, a 2-layer
   bidirectional transformer with learned positions whose logits at ``i`` predict token ``i``,
   ``mask_token_id`` in its config (``model_type`` ``tiny_llada``).
-* :func:`save_dream_like` -- the same network with ``model_type`` ``Dream`` whose logits are
-  shifted by one (position ``i`` predicts token ``i + 1``), as Dream's.
+* :func:`save_dream_like` -- the same network (``model_type`` ``tiny_dream``, remote code) whose
+  logits are shifted by one (position ``i`` predicts token ``i + 1``), as Dream's: ``hf-dream:``.
 * :func:`save_qwen2` -- a small random Qwen2 causal LM for A2D (2 layers unless told).
+* :func:`save_dream` -- a random checkpoint in Dream's published layout (the equality fixture's
+  ``config.json`` keys, Qwen2 weight names), loaded natively by ``hf-dllm:`` (no remote code).
 """
 
 from __future__ import annotations
@@ -91,8 +93,8 @@ def save_llada_like(path: str | Path, seed: int = 0) -> Path:
 
 
 def save_dream_like(path: str | Path, seed: int = 0) -> Path:
-    """A Dream-style remote-code folder (``model_type`` Dream, logits shifted by one)."""
-    return _save_remote(path, "Dream", True, seed)
+    """A Dream-style remote-code folder (logits shifted by one; not ``model_type`` Dream, which loads natively)."""
+    return _save_remote(path, "tiny_dream", True, seed)
 
 
 def save_qwen2(path: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
@@ -107,5 +109,25 @@ def save_qwen2(path: str | Path, seed: int = 0, hidden: int = 64, layers: int = 
     )  # fmt: skip
     torch.manual_seed(seed)
     Qwen2ForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return Path(path)
+
+
+DREAM_FIXTURE = Path(__file__).parent / "fixtures" / "native" / "dream"
+
+
+def save_dream(path: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A random Dream checkpoint (``model_type`` Dream, the fixture's config keys) + the test tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = build_tokenizer(chat_template=True)
+    raw = json.loads((DREAM_FIXTURE / "config.json").read_text())
+    raw.update(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+               mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    config = Qwen2Config(**{k: raw[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                                 "num_attention_heads", "num_key_value_heads", "rope_theta")})  # fmt: skip
+    torch.manual_seed(seed)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    (Path(path) / "config.json").write_text(json.dumps(raw))
     tok.save_pretrained(path)
     return Path(path)

@@ -6,12 +6,17 @@ Kinds (spec prefixes of :mod:`agents.specs`):
   same weights run with full bidirectional attention (a 4-D additive mask over the attended
   keys, so no causal mask) and a mask token added to the tokenizer (embeddings resized) when it
   has none, as the dllm project's A2D models do. Logits at ``i`` predict token ``i``.
-* ``llada`` (``hf-dllm:DIR``) -- a masked-diffusion LM loaded by ``AutoModel`` (remote code via
-  the config's ``auto_map`` runs only with ``trust_remote_code=True``); logits at ``i`` predict
-  token ``i``. ``dream`` (``hf-dream:DIR``, or ``hf-dllm:`` when the config's ``model_type`` is
-  ``dream``) -- the same with logits shifted by one (position ``i`` predicts token ``i + 1``;
-  :class:`HFDenoiser` shifts them back). The mask id is ``mask_token_id=``, else the config's
-  ``mask_token_id``, else the tokenizer's mask token.
+* ``dream`` (``hf-dllm:DIR`` / ``hf-dream:DIR`` on a folder whose ``model_type`` is ``Dream``:
+  Dream-v0-Base/Instruct-7B) -- native: Dream's published weights in transformers' Qwen2 modules
+  (:mod:`agents.hf.dream`; no remote code, no trust flag), run with the same 4-D bidirectional
+  mask as A2D; its logits at ``i`` predict token ``i + 1`` and :class:`HFDenoiser` shifts them
+  back. Checkpoints keep Dream's ``config.json`` and weight names.
+* ``llada`` (``hf-dllm:DIR``) -- any other masked-diffusion LM, loaded by ``AutoModel`` (remote code
+  via the config's ``auto_map`` runs only with ``trust_remote_code=True``); logits at ``i`` predict
+  token ``i``. ``hf-dream:`` on such a remote-code folder shifts its logits as Dream's. The mask id
+  is ``mask_token_id=``, else the config's ``mask_token_id``, else the tokenizer's mask token.
+* Attention: a backbone run with the 4-D mask loads with sdpa (or eager); a folder asking for
+  FlashAttention gets sdpa and a warning (:mod:`agents.hf.attention`), never silent causal attention.
 
 Everything else is :class:`agents.diffusion.policy.DiffusionPolicy`'s code (sampler with forced
 positions, the three likelihood estimators, SFT rows, answer forcing, ``rollout_from``): the
@@ -21,7 +26,7 @@ images are not seen (text only; ImageEdit responses are text, scored on their te
 whose prompts are the same sentence (every VisualMath problem of a family: the expression is only
 in the image) cannot be told apart: ``sft_rollouts`` warns once when equal prompts get different
 reference solutions (train a multimodal backbone, ``hf-vlm-dllm:``, for those tasks).
-KV cache (``cache: prefix | dual``): A2D only (:meth:`HFDenoiser.encode_with_cache` /
+KV cache (``cache: prefix | dual``): A2D and native Dream (:meth:`HFDenoiser.encode_with_cache` /
 :meth:`HFDenoiser.forward_window`, via :mod:`agents.hf.kv`); remote-code kinds decode with
 ``cache='none'`` after the sampler's one warning. Structural
 ids: ``<pad>`` is the tokenizer's pad token when distinct from eos and mask, else the mask id;
@@ -47,6 +52,8 @@ from agents.diffusion.layout import ResponseLayout
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta
 from agents.diffusion.rows import NEG_LOGIT
 from agents.diffusion.tokenizer import SpecialIds
+from agents.hf.attention import bidirectional_attn_implementation
+from agents.hf.dream import is_dream, load_dream, write_dream_config
 from agents.hf.kv import additive_mask, cache_kwarg, stack_cache, window_cache
 from agents.policy import Rollouts
 
@@ -71,11 +78,14 @@ class DenoiserConfig:
 class HFDenoiser(nn.Module):
     """``forward(input_ids, pixel_values=None, attention_mask=None) -> .logits`` (B, L, V): logits at i predict token i."""
 
-    def __init__(self, backbone: nn.Module, kind: str, mask_token_id: int, vocab_limit: int) -> None:
+    def __init__(self, backbone: nn.Module, kind: str, mask_token_id: int, vocab_limit: int,
+                 published_config: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.backbone, self.kind = backbone, kind
+        #: a native backbone's published config.json (saved back in that layout); None for A2D and remote code
+        self.published_config = published_config
         self.vocab_limit = int(vocab_limit)
         vocab = int(backbone.get_output_embeddings().weight.shape[0]) if backbone.get_output_embeddings() is not None else vocab_limit
         self.config = DenoiserConfig(vocab_size=max(vocab, vocab_limit), mask_token_id=int(mask_token_id))
@@ -88,15 +98,22 @@ class HFDenoiser(nn.Module):
     def forward(self, input_ids: torch.Tensor, pixel_values: Any = None, attention_mask: torch.Tensor | None = None) -> Any:
         """Bidirectional logits (B, L, V) over ``input_ids``; tokens past the tokenizer get ``NEG_LOGIT``."""
         keys, positions = self._keys_and_positions(input_ids, attention_mask)
-        if self.kind == "a2d":
+        if self.bidirectional_mask:
             mask = additive_mask(keys, keys.shape[1], self._dtype)
             out = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions)
         else:
             out = self.backbone(input_ids=input_ids, attention_mask=keys.long())
         logits = (out.logits if hasattr(out, "logits") else out[0]).float()
-        if self.logits_shift:
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)
-        return SimpleNamespace(logits=self._limit_vocab(logits))
+        return SimpleNamespace(logits=self._limit_vocab(self._unshift(logits)))
+
+    @property
+    def bidirectional_mask(self) -> bool:
+        """Whether this module builds the 4-D bidirectional mask (A2D and native backbones; not remote code)."""
+        return self.kind == "a2d" or self.published_config is not None
+
+    def _unshift(self, logits: torch.Tensor) -> torch.Tensor:
+        """Dream's logits (i predicts i + 1) moved to predict their own position (position 0 keeps its own)."""
+        return torch.cat([logits[:, :1], logits[:, :-1]], 1) if self.logits_shift else logits
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -116,22 +133,22 @@ class HFDenoiser(nn.Module):
             logits[..., self.vocab_limit :] = NEG_LOGIT
         return logits
 
-    # ----- KV cache (agents.diffusion.sampler.CachingModelFn; A2D only) ---------------------------
-    # Remote-code kinds (llada, dream) have no cache API we can rely on: for them these attributes do
-    # not exist, so TaggedModelFn.supports_cache is False and the sampler falls back to cache='none'
-    # with its one warning. (Dream's shifted logits would also need position start-1 in the window.)
+    # ----- KV cache (agents.diffusion.sampler.CachingModelFn; A2D and native Dream) -----------------
+    # Remote-code backbones have no cache API we can rely on: for them these attributes do not exist,
+    # so TaggedModelFn.supports_cache is False and the sampler falls back to cache='none' with its one
+    # warning. Dream's logits at i come from position i - 1, so its window runs from start - 1.
     @property
     def encode_with_cache(self) -> Any:
-        """``(input_ids, pixel_values=None, attention_mask=None) -> (logits (B, L, V), cache)`` (A2D only)."""
-        if self.kind != "a2d":
-            raise AttributeError(f"{self.kind} backbones decode without a KV cache (only a2d has encode_with_cache)")
+        """``(input_ids, pixel_values=None, attention_mask=None) -> (logits (B, L, V), cache)`` (not remote code)."""
+        if not self.bidirectional_mask:
+            raise AttributeError(f"remote-code {self.kind} backbones decode without a KV cache (no encode_with_cache)")
         return self._encode_with_cache
 
     @property
     def forward_window(self) -> Any:
-        """``(input_ids, attention_mask, start, end, cache) -> logits (B, end-start, V)`` (A2D only)."""
-        if self.kind != "a2d":
-            raise AttributeError(f"{self.kind} backbones decode without a KV cache (only a2d has forward_window)")
+        """``(input_ids, attention_mask, start, end, cache) -> logits (B, end-start, V)`` (not remote code)."""
+        if not self.bidirectional_mask:
+            raise AttributeError(f"remote-code {self.kind} backbones decode without a KV cache (no forward_window)")
         return self._forward_window
 
     @torch.no_grad()
@@ -147,7 +164,7 @@ class HFDenoiser(nn.Module):
                             **{cache_kwarg(self.backbone): DynamicCache()})  # fmt: skip
         cache = getattr(out, "cache", None)
         cache = getattr(out, "past_key_values", None) if cache is None else cache
-        return self._limit_vocab(out.logits.float()), stack_cache(cache, input_ids.shape[1])
+        return self._limit_vocab(self._unshift(out.logits.float())), stack_cache(cache, input_ids.shape[1])
 
     @torch.no_grad()
     def _forward_window(
@@ -161,11 +178,15 @@ class HFDenoiser(nn.Module):
                 f"cache of shape {tuple(cache.shape)} does not fit input_ids {tuple(input_ids.shape)}: "
                 "pass the rows' own cache from encode_with_cache"
             )
-        order = torch.cat([keys[:, :start], keys[:, end:], keys[:, start:end]], 1)  # cache: prefix, suffix, then window
-        mask = additive_mask(order, end - start, self._dtype)
-        out = self.backbone(input_ids=input_ids[:, start:end], attention_mask=mask, position_ids=positions[:, start:end],
-                            use_cache=True, **{cache_kwarg(self.backbone): window_cache(cache, start, end)})  # fmt: skip
-        return self._limit_vocab(out.logits.float())
+        first = max(start - 1, 0) if self.logits_shift else start  # Dream: position i's logits come from i - 1
+        order = torch.cat([keys[:, :first], keys[:, end:], keys[:, first:end]], 1)  # cache: prefix, suffix, window
+        mask = additive_mask(order, end - first, self._dtype)
+        out = self.backbone(input_ids=input_ids[:, first:end], attention_mask=mask, position_ids=positions[:, first:end],
+                            use_cache=True, **{cache_kwarg(self.backbone): window_cache(cache, first, end)})  # fmt: skip
+        logits = out.logits.float()
+        if self.logits_shift:
+            logits = self._unshift(logits) if first == 0 else logits[:, :-1]
+        return self._limit_vocab(logits)
 
 
 def _folder(path: str | os.PathLike) -> Path:
@@ -222,10 +243,11 @@ class HFDiffusionPolicy(DiffusionPolicy):
         model_type = str(raw.get("model_type", ""))
         causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
         if kind == "auto":
-            kind = "dream" if model_type.lower() == "dream" else "llada"
+            kind = "dream" if is_dream(raw) else "llada"
         if kind not in KINDS:
             raise ValueError(f"kind must be 'auto' or one of {KINDS}, got {kind!r}")
-        extra = {"dtype": dtype} if dtype is not None else {}
+        extra: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+        published: dict[str, Any] | None = None
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code and bool(auto_map))
         if kind == "a2d":
             if not causal:
@@ -233,8 +255,9 @@ class HFDiffusionPolicy(DiffusionPolicy):
                     f"{str(folder)!r} (model_type {model_type!r}) is not a causal LM transformers knows; hf-a2d: needs one "
                     f"(e.g. llama, qwen2, qwen3); a masked-diffusion folder goes under hf-dllm:"
                 )
+            attn = bidirectional_attn_implementation(raw, folder)
+            extra.update({"attn_implementation": attn} if attn else {})
             backbone = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, **extra)
-            config = backbone.config
             mask = _mask_id(mask_token_id, SimpleNamespace(), tokenizer, folder)
             if mask is None:
                 tokenizer.add_special_tokens({"mask_token": ADDED_MASK})
@@ -242,6 +265,13 @@ class HFDiffusionPolicy(DiffusionPolicy):
             if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
                 backbone.resize_token_embeddings(len(tokenizer))
             remote = False
+        elif kind == "dream" and is_dream(raw):  # native: Qwen2 modules, Dream's key names, no remote code
+            backbone = load_dream(folder, raw, dtype)
+            mask = _mask_id(mask_token_id, SimpleNamespace(**raw), tokenizer, folder)
+            if mask is None:
+                raise ValueError(f"no mask token for Dream in {str(folder)!r}: config.json has no mask_token_id and the "
+                                 "tokenizer no mask token; pass mask_token_id=")  # fmt: skip
+            published, remote = raw, False
         else:
             if not auto_map.get("AutoModel"):
                 hint = " It is a causal LM: use hf-a2d: to run it as masked diffusion." if causal else ""
@@ -273,7 +303,7 @@ class HFDiffusionPolicy(DiffusionPolicy):
                 raise
             remote = True
         vocab_limit = len(tokenizer)
-        model = HFDenoiser(backbone, kind, mask, vocab_limit)
+        model = HFDenoiser(backbone, kind, mask, vocab_limit, published_config=published)
         return cls(model, tokenizer, decoding, seed=seed, use_chat_template=use_chat_template, remote_code=remote)
 
     # ----- inputs (text only) -----------------------------------------------------------
@@ -322,6 +352,8 @@ class HFDiffusionPolicy(DiffusionPolicy):
 
         os.makedirs(path, exist_ok=True)
         save_backbone(self.model.backbone, path)  # with LoRA: base weights + adapter/ (agents.hf.lora)
+        if self.model.published_config is not None:  # native backbone: config.json in its published layout
+            write_dream_config(self.model.backbone, self.model.published_config, path)
         self.tokenizer.save_pretrained(path)
         meta = {"format": FORMAT, "version": 1, "kind": self.model.kind, "logits_shift": self.model.logits_shift,
                 "mask_token_id": self.model.config.mask_token_id, "remote_code": self.remote_code,
