@@ -9,6 +9,9 @@
 * ``hf-vlm-dllm:<dir>`` -- a local LLaVA-style vision-language model (``AutoModelForImageTextToText``)
   run as a masked-diffusion model over its language model, seeing the image
   (:class:`agents.hf.vlm.HFVLMDiffusionPolicy`);
+* ``hf-dgemma:<dir>`` -- a local DiffusionGemma folder (uniform-state block diffusion, multimodal;
+  :class:`agents.hf.dgemma.DGemmaPolicy`); ``hf-dllm:<dir>`` selects it too when the folder's
+  ``model_type`` is ``diffusion_gemma``;
 * ``<dir>`` -- a checkpoint: its ``policy_config.json`` ``format`` picks the class
   (:data:`CHECKPOINT_FORMATS`) and ``Class.from_pretrained(dir, **kw)`` loads it;
 * ``module:factory`` / ``path/to/file.py:factory`` -- ``factory(**kw)`` must return a
@@ -35,11 +38,13 @@ CHECKPOINT_FORMATS: dict[str, str] = {
     "lavida-ar-policy": "agents.autoregressive.policy:ARPolicy",
     "lavida-hf-diffusion": "agents.hf.policy:HFDiffusionPolicy",
     "lavida-hf-vlm-diffusion": "agents.hf.vlm:HFVLMDiffusionPolicy",
+    "lavida-hf-dgemma": "agents.hf.dgemma:DGemmaPolicy",
 }
 #: spec prefix -> HFDiffusionPolicy.from_hf kind
 HF_PREFIXES: dict[str, str] = {"hf-a2d": "a2d", "hf-dllm": "auto", "hf-dream": "dream"}
 TRAINABLE_FORMS = (
-    "diffusion | ar | hf-a2d:<dir> | hf-dllm:<dir> | hf-dream:<dir> | hf-vlm-dllm:<dir> | <checkpoint dir> | module:factory"
+    "diffusion | ar | hf-a2d:<dir> | hf-dllm:<dir> | hf-dream:<dir> | hf-vlm-dllm:<dir> | hf-dgemma:<dir> | <checkpoint dir> "
+    "| module:factory"
 )
 
 
@@ -87,6 +92,12 @@ def import_target(spec: str, source: str) -> ModuleType:
         raise ValueError(f"policy spec {spec!r}: cannot import module {source!r} ({exc})") from None
 
 
+def _is_dgemma(folder: str) -> bool:
+    from agents.hf.dgemma import is_dgemma_folder
+
+    return is_dgemma_folder(folder)
+
+
 def trainable_policy(spec: str, seed: int = 0, trust_remote_code: bool = False, **kw: Any) -> Any:
     """The :class:`agents.policy.TrainablePolicy` a training spec names (forms in the module docstring)."""
     from agents.policy import require_trainable
@@ -109,6 +120,12 @@ def trainable_policy(spec: str, seed: int = 0, trust_remote_code: bool = False, 
         from agents.hf.vlm import HFVLMDiffusionPolicy
 
         return HFVLMDiffusionPolicy.from_hf(rest, trust_remote_code=trust_remote_code, seed=seed, **kw)
+    if sep and (prefix == "hf-dgemma" or prefix == "hf-dllm" and rest and _is_dgemma(rest)):
+        if not rest:
+            raise ValueError(f"policy spec {spec!r} needs a directory after '{prefix}:'")
+        from agents.hf.dgemma import DGemmaPolicy
+
+        return DGemmaPolicy.from_hf(rest, seed=seed, **kw)
     if sep and prefix in HF_PREFIXES:
         if not rest:
             raise ValueError(f"policy spec {spec!r} needs a directory after '{prefix}:'")
