@@ -135,3 +135,48 @@ def test_cached_decoding_equals_re_encoding_and_tree_continuation_keeps_the_pare
     last = policy.rollout_from(observations, parents, 8, 1)
     assert torch.equal(last.sequences, parents.sequences) and last.extras["nfe"] == 0
 
+
+
+def test_two_rl_steps_through_lavida_train_with_lora_then_eval(folder, tmp_path):
+    from agents.hf.lora import has_adapter
+    from agents.metrics_log import MetricsLog
+    from evaluation.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--config", TINY, "--policy", f"hf-dgemma:{folder}", "--output_dir", str(out), "--max_steps", "2",
+            "--sft_steps", "0", "--prompts_per_step", "1", "--sft_per_step", "1", "--lora_r", "4", "--lora_alpha", "8"]  # fmt: skip
+    assert main(args) == 0
+    rl = [r for r in MetricsLog.read(str(out / "metrics.jsonl")) if "reward" in r]
+    assert len(rl) == 2 and all(r["skipped"] == 0.0 and torch.isfinite(torch.tensor(r["loss"])) for r in rl)
+    policy = DGemmaPolicy.from_pretrained(str(out))
+    assert has_adapter(policy.model.backbone) and (out / "adapter").is_dir()
+    trainable = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    evaluation = tmp_path / "eval"
+    assert main(["eval", "--policy", str(out), "--env", "LaViDa/VisualMath-v0", "--env-kwargs", "image_size=32",
+                 "--episodes", "2", "--out", str(evaluation)]) == 0  # fmt: skip
+    assert (evaluation / "results.json").is_file()
+
+
+def test_a_killed_dgemma_run_resumes_bit_exactly(folder, tmp_path):
+    from agents.checkpoint import checkpoint_dir
+    from agents.config import load_config
+    from agents.metrics_log import MetricsLog
+    from agents.trainer import Trainer
+
+    settings = dict(policy=f"hf-dgemma:{folder}", sft_steps=1, max_steps=3, updates_per_batch=2, forcing_prob=0.5, save_every=2,
+                    lr_scheduler_type="linear", prompts_per_step=1, sft_per_step=1, tree_branch_steps=[0])  # fmt: skip
+    whole = Trainer(load_config(TINY, output_dir=str(tmp_path / "whole"), **settings))
+    whole.train()
+    Trainer(load_config(TINY, output_dir=str(tmp_path / "broken"), **settings)).train(stop_at=3)
+    start = DGemmaPolicy.from_hf(save_tiny_dgemma(tmp_path / "other", seed=1))
+    resume = checkpoint_dir(str(tmp_path / "broken"), 2)
+    resumed = Trainer(load_config(TINY, output_dir=str(tmp_path / "broken"), resume_from=resume, **settings), policy=start)
+    assert resumed.step == 2
+    resumed.train()
+    wall = {"time", "tokens_per_s"}
+    rows = {name: [{k: v for k, v in r.items() if k not in wall} for r in MetricsLog.read(str(tmp_path / name / "metrics.jsonl"))]
+            for name in ("whole", "broken")}  # fmt: skip
+    assert [r["step"] for r in rows["broken"]] == [1, 2, 3, 4] and rows["broken"] == rows["whole"]
+    a, b = (dict(t.accelerator.unwrap_model(t.model).state_dict()) for t in (whole, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
