@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from lavida_envs.verl import IMAGE_PLACEHOLDER, compute_score, to_verl_parquet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _verl_compute_score():
@@ -63,16 +70,23 @@ def test_compute_score_errors_name_the_problem(frame):
         compute_score("this:Nope-v0", extra["solution"], None, extra)
 
 
-def test_readme_documents_trl_and_verl_with_examples_that_run(tmp_path, monkeypatch, capsys):
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+def test_readme_trl_and_verl_examples_run_whole(tmp_path):
+    # Both python blocks of README "TRL and verl", as a user runs them: the tiny model from the
+    # block's own comment, then the whole TRL block (dataset, rewards, 2 GRPOTrainer steps), then
+    # the verl block (fewer, smaller problems). One script in a fresh interpreter, no exec here.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## TRL and verl", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 2 and "to_hf_dataset" in blocks[0] and "compute_score" in blocks[1]
+    assert len(blocks) == 2 and "GRPOTrainer" in blocks[0] and "compute_score" in blocks[1]
     assert "custom_reward_function.name=compute_score" in section
-    monkeypatch.chdir(tmp_path)
-    exec(blocks[0].split("from trl import")[0].replace("n=8", "n=2"), {})  # the reward part (no model needed)
-    exec(blocks[1].replace("n=256", "n=2").replace("image_size=128", "image_size=32"), {})
-    assert capsys.readouterr().out.split() == ["[1.0,", "1.0]", "1.0"]
+    make_model = re.search(r'# python -c "(.*?)"\n', blocks[0]).group(1).replace("'tests'", repr(str(ROOT / "tests")))
+    verl = blocks[1].replace("n=256", "n=2").replace("image_size=128", "image_size=32")
+    script = "\n".join([make_model, blocks[0], 'print("global_step", trainer.state.global_step)', verl])
+    (tmp_path / "readme_example.py").write_text(script, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "readme_example.py"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.split("\n")
+    assert "[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]" in lines  # the reference solutions' env rewards
+    assert "global_step 2" in lines and lines[-2:] == ["1.0", ""]  # GRPO ran max_steps; verl's score
