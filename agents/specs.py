@@ -3,9 +3,11 @@
 * ``diffusion`` / ``ar`` -- :meth:`agents.DiffusionPolicy.tiny` / :meth:`agents.autoregressive.ARPolicy.tiny`;
 * ``hf-a2d:<dir>`` -- a local Hugging Face causal LM run as a masked-diffusion model
   (:class:`agents.hf.HFDiffusionPolicy`, ``kind="a2d"``);
-* ``hf-dllm:<dir>`` -- a local masked-diffusion LM: LLaDA-style (logits at ``i`` predict token
-  ``i``), or Dream-style (shifted) when its config's ``model_type`` is Dream's; ``hf-dream:<dir>``
-  forces the shift. Remote code runs only with ``trust_remote_code=True``;
+* ``hf-dllm:<dir>`` -- a local masked-diffusion LM: native Dream when its config's ``model_type``
+  is Dream's (logits shifted by one; no remote code), a masked LM transformers knows
+  (``AutoModelForMaskedLM``: BERT, ModernBERT, ...), else remote code (LLaDA-style: logits at ``i``
+  predict token ``i``), which runs only with ``trust_remote_code=True``; ``hf-dream:<dir>`` forces
+  the shift;
 * ``hf-vlm-dllm:<dir>`` -- a local LLaVA-style vision-language model (``AutoModelForImageTextToText``)
   run as a masked-diffusion model over its language model, seeing the image
   (:class:`agents.hf.vlm.HFVLMDiffusionPolicy`);
@@ -16,6 +18,12 @@
   (:data:`CHECKPOINT_FORMATS`) and ``Class.from_pretrained(dir, **kw)`` loads it;
 * ``module:factory`` / ``path/to/file.py:factory`` -- ``factory(**kw)`` must return a
   :class:`agents.policy.TrainablePolicy`.
+
+The ``hf-*:`` prefixes (:data:`TRAINABLE_HF_PREFIXES`) mean the same class in ``lavida train``,
+``lavida eval`` (:func:`baselines.specs.resolve_policy` sends them here) and ``lavida check-policy``.
+Their options are ``from_hf``'s (``mask_token_id``, ``dtype``, ``use_chat_template``, ...) plus any
+:class:`agents.diffusion.policy.DecodingConfig` field (``gen_length=``, ``temperature=``, ``cache=``...)
+and ``device=``.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["CHECKPOINT_FORMATS", "HF_PREFIXES", "TRAINABLE_FORMS", "checkpoint_class", "import_target", "trainable_policy"]
+__all__ = ["CHECKPOINT_FORMATS", "HF_PREFIXES", "TRAINABLE_FORMS", "TRAINABLE_HF_PREFIXES", "checkpoint_class",
+           "import_target", "trainable_policy"]  # fmt: skip
 
 #: policy_config.json "format" -> "module:Class" with a from_pretrained(dir, **kw) classmethod
 CHECKPOINT_FORMATS: dict[str, str] = {
@@ -42,6 +51,8 @@ CHECKPOINT_FORMATS: dict[str, str] = {
 }
 #: spec prefix -> HFDiffusionPolicy.from_hf kind
 HF_PREFIXES: dict[str, str] = {"hf-a2d": "a2d", "hf-dllm": "auto", "hf-dream": "dream"}
+#: every spec prefix of a trainable HF backbone (one class per prefix in train, eval and check-policy)
+TRAINABLE_HF_PREFIXES = (*HF_PREFIXES, "hf-vlm-dllm", "hf-dgemma")
 TRAINABLE_FORMS = (
     "diffusion | ar | hf-a2d:<dir> | hf-dllm:<dir> | hf-dream:<dir> | hf-vlm-dllm:<dir> | hf-dgemma:<dir> | <checkpoint dir> "
     "| module:factory"
@@ -98,6 +109,57 @@ def _is_dgemma(folder: str) -> bool:
     return is_dgemma_folder(folder)
 
 
+def _hf_options(spec: str, kw: dict[str, Any], own_options: bool = False) -> tuple[dict[str, Any], Any]:
+    """``from_hf`` keywords of an ``hf-*:`` spec: DecodingConfig fields folded into ``decoding=``; and ``device``."""
+    from dataclasses import fields
+
+    from agents.diffusion.policy import DecodingConfig
+
+    kw = dict(kw)
+    device = kw.pop("device", None)
+    if own_options:  # a class with its own keywords and decoding defaults (DGemmaPolicy.from_hf) checks them itself
+        return kw, device
+    names = {f.name for f in fields(DecodingConfig)}
+    settings = {k: kw.pop(k) for k in list(kw) if k in names}
+    if settings:
+        if kw.get("decoding") is not None:
+            raise ValueError(f"policy spec {spec!r}: pass decoding= or the fields {sorted(settings)}, not both")
+        try:
+            kw["decoding"] = DecodingConfig(**settings).validate()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"policy spec {spec!r}: bad decoding options {settings}: {exc}") from None
+    allowed = {"mask_token_id", "decoding", "dtype", "use_chat_template"}
+    unknown = sorted(set(kw) - allowed)
+    if unknown:
+        raise ValueError(f"policy spec {spec!r} does not accept the options {unknown}; it takes {sorted(allowed | names)} "
+                         "and device")  # fmt: skip
+    return kw, device
+
+
+def _hf_policy(spec: str, prefix: str, rest: str, seed: int, trust_remote_code: bool, kw: dict[str, Any]) -> Any:
+    """The HF backbone policy an ``hf-*:`` spec names."""
+    if not rest:
+        raise ValueError(f"policy spec {spec!r} needs a directory after '{prefix}:'")
+    dgemma = prefix == "hf-dgemma" or prefix == "hf-dllm" and _is_dgemma(rest)
+    options, device = _hf_options(spec, kw, own_options=dgemma)
+    if dgemma:
+        from agents.hf.dgemma import DGemmaPolicy
+
+        policy = DGemmaPolicy.from_hf(rest, seed=seed, **options)
+    elif prefix == "hf-vlm-dllm":
+        from agents.hf.vlm import HFVLMDiffusionPolicy
+
+        policy = HFVLMDiffusionPolicy.from_hf(rest, trust_remote_code=trust_remote_code, seed=seed, **options)
+    else:
+        from agents.hf.policy import HFDiffusionPolicy
+
+        policy = HFDiffusionPolicy.from_hf(rest, kind=HF_PREFIXES[prefix], trust_remote_code=trust_remote_code,
+                                           seed=seed, **options)  # fmt: skip
+    if device is not None:
+        policy.model.to(device)
+    return policy
+
+
 def trainable_policy(spec: str, seed: int = 0, trust_remote_code: bool = False, **kw: Any) -> Any:
     """The :class:`agents.policy.TrainablePolicy` a training spec names (forms in the module docstring)."""
     from agents.policy import require_trainable
@@ -114,24 +176,8 @@ def trainable_policy(spec: str, seed: int = 0, trust_remote_code: bool = False, 
 
         return ARPolicy.tiny(seed=seed, **kw)
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix == "hf-vlm-dllm":
-        if not rest:
-            raise ValueError(f"policy spec {spec!r} needs a directory after 'hf-vlm-dllm:'")
-        from agents.hf.vlm import HFVLMDiffusionPolicy
-
-        return HFVLMDiffusionPolicy.from_hf(rest, trust_remote_code=trust_remote_code, seed=seed, **kw)
-    if sep and (prefix == "hf-dgemma" or prefix == "hf-dllm" and rest and _is_dgemma(rest)):
-        if not rest:
-            raise ValueError(f"policy spec {spec!r} needs a directory after '{prefix}:'")
-        from agents.hf.dgemma import DGemmaPolicy
-
-        return DGemmaPolicy.from_hf(rest, seed=seed, **kw)
-    if sep and prefix in HF_PREFIXES:
-        if not rest:
-            raise ValueError(f"policy spec {spec!r} needs a directory after '{prefix}:'")
-        from agents.hf.policy import HFDiffusionPolicy
-
-        return HFDiffusionPolicy.from_hf(rest, kind=HF_PREFIXES[prefix], trust_remote_code=trust_remote_code, seed=seed, **kw)
+    if sep and prefix in TRAINABLE_HF_PREFIXES:
+        return _hf_policy(spec, prefix, rest, seed, trust_remote_code, kw)
     if os.path.isdir(spec):
         cls = checkpoint_class(spec)
         extra = {"trust_remote_code": True} if trust_remote_code else {}

@@ -2,7 +2,7 @@
 
 Exports are lazy, so ``import baselines`` stays cheap (torch/transformers load on first use):
 ``RandomPolicy``, ``ConstantPolicy``, ``OraclePolicy`` (:mod:`baselines.simple`),
-``HFCausalLMPolicy``, ``HFVLMPolicy``, ``HFDiffusionLMPolicy`` (:mod:`baselines.hf`) and
+``HFCausalLMPolicy``, ``HFVLMPolicy`` (:mod:`baselines.hf`) and
 ``resolve_policy`` (:mod:`baselines.specs`) and ``ARPolicy`` (re-exported from :mod:`agents.autoregressive`).
 """
 
@@ -17,7 +17,6 @@ _EXPORTS: dict[str, str] = {
     "OraclePolicy": "baselines.simple",
     "HFCausalLMPolicy": "baselines.hf_causal",
     "HFVLMPolicy": "baselines.hf_vlm",
-    "HFDiffusionLMPolicy": "baselines.hf_dllm",
     "resolve_policy": "baselines.specs",
     "ARPolicy": "agents.autoregressive.policy",
 }

@@ -1,6 +1,6 @@
 """Hugging Face policy adapters: run a local HF model on our envs (docs/design.md, "Public API" and "Evaluation").
 
-Three adapters, each a :class:`agents.policy.Policy` (``act(observations, num_samples=1) ->
+Two adapters, each a :class:`agents.policy.Policy` (``act(observations, num_samples=1) ->
 list[list[action]]``) that loads ONLY from a local directory (``local_files_only=True``):
 
 * :class:`~baselines.hf_causal.HFCausalLMPolicy` (spec ``hf:<dir>``) -- an
@@ -9,10 +9,10 @@ list[list[action]]``) that loads ONLY from a local directory (``local_files_only
 * :class:`~baselines.hf_vlm.HFVLMPolicy` (``hf-vlm:<dir>``) -- ``AutoProcessor`` +
   ``AutoModelForImageTextToText``; the observation image and prompt go through the
   processor's chat template when it has one, else a plain "<image token>\\nprompt".
-* :class:`~baselines.hf_dllm.HFDiffusionLMPolicy` (``hf-dllm:<dir>``) -- a masked-diffusion LM
-  (``AutoModelForMaskedLM``, or a remote-code checkpoint such as LLaDA through ``AutoModel``
-  with ``trust_remote_code=True``) driven by :func:`agents.diffusion.sampler.sample` with
-  LLaDA's decoding settings.
+
+Masked-diffusion LMs (``hf-dllm:<dir>`` and the other ``hf-*:`` backbone specs) are not adapters
+here: they evaluate as the trainable :class:`agents.hf.policy.HFDiffusionPolicy` they train as
+(:func:`agents.specs.trainable_policy`).
 
 Common behaviour: the action is the decoded response text (for edit prompts a bare text
 action, whose image part the env scores 0). Observations are generated one at a time
@@ -39,7 +39,6 @@ from lavida_envs._lazy import lazy_getattr
 
 __all__ = [
     "HFCausalLMPolicy",
-    "HFDiffusionLMPolicy",
     "HFVLMPolicy",
     "chat_template_flag",
     "check_model_kind",
@@ -54,7 +53,6 @@ __all__ = [
 _CLASSES = {
     "HFCausalLMPolicy": "baselines.hf_causal",
     "HFVLMPolicy": "baselines.hf_vlm",
-    "HFDiffusionLMPolicy": "baselines.hf_dllm",
 }
 #: kind -> (auto-mapping attribute in transformers.models.auto.modeling_auto, Auto class, spec prefix)
 KINDS: dict[str, tuple[str, str, str]] = {

@@ -4,8 +4,11 @@ Forms (docs/design.md, "Public API"), checked in this order:
 
 * ``random`` | ``constant`` | ``oracle`` -- :mod:`baselines.simple` (``oracle`` needs
   ``prepare(env, indices)`` before acting; the evaluator calls it);
-* ``hf:<dir>`` | ``hf-vlm:<dir>`` | ``hf-dllm:<dir>`` -- the Hugging Face adapters of
+* ``hf:<dir>`` | ``hf-vlm:<dir>`` -- the ``generate``-based Hugging Face adapters of
   :mod:`baselines.hf` (local folders only);
+* ``hf-a2d:<dir>`` | ``hf-dllm:<dir>`` | ``hf-dream:<dir>`` | ``hf-vlm-dllm:<dir>`` -- the trainable
+  HF backbones, built by :func:`agents.specs.trainable_policy` exactly as ``lavida train`` builds
+  them (options: ``from_hf``'s plus the decoding fields, e.g. ``gen_length=``, ``temperature=``);
 * ``<dir>`` -- a LaViDa checkpoint: its ``policy_config.json`` ``format`` picks the class
   (``lavida-diffusion-policy`` -> ``agents.DiffusionPolicy``; ``lavida-ar-policy`` ->
   ``agents.autoregressive.ARPolicy``) and ``Class.from_pretrained(dir, **kw)`` loads it;
@@ -25,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from agents.specs import CHECKPOINT_FORMATS, checkpoint_class, load_target  # noqa: F401  (re-exported)
+from agents.specs import CHECKPOINT_FORMATS, TRAINABLE_HF_PREFIXES, checkpoint_class, load_target  # noqa: F401
 from agents.specs import import_target as _import_target
 
 __all__ = ["CHECKPOINT_FORMATS", "SPEC_FORMS", "resolve_policy"]
@@ -39,12 +42,7 @@ _SIMPLE = {"random": "RandomPolicy", "constant": "ConstantPolicy", "oracle": "Or
 _ADAPTERS = {
     "hf": "baselines.hf_causal:HFCausalLMPolicy",
     "hf-vlm": "baselines.hf_vlm:HFVLMPolicy",
-    "hf-dllm": "baselines.hf_dllm:HFDiffusionLMPolicy",
 }
-
-
-#: spec prefixes that name a trainable HF backbone (built by agents.specs.trainable_policy)
-_TRAINABLE_PREFIXES = ("hf-a2d", "hf-dream", "hf-vlm-dllm")
 
 _load = load_target
 
@@ -122,7 +120,7 @@ def resolve_policy(spec: str, **kw: Any) -> Any:
     if spec in _SIMPLE:
         return _construct(_load(f"baselines.simple:{_SIMPLE[spec]}"), spec, (), kw)
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in _TRAINABLE_PREFIXES:  # trainable HF backbones evaluate as they train (agents.specs)
+    if sep and prefix in TRAINABLE_HF_PREFIXES:  # trainable HF backbones evaluate as they train (agents.specs)
         from agents.specs import trainable_policy
 
         return trainable_policy(spec, **kw)

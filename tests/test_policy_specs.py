@@ -30,8 +30,8 @@ def test_simple_specs_with_options():
 
 
 def test_hf_specs_resolve_to_the_adapters(tmp_path):
+    from agents.hf.policy import HFDiffusionPolicy
     from baselines.hf_causal import HFCausalLMPolicy
-    from baselines.hf_dllm import HFDiffusionLMPolicy
     from baselines.hf_vlm import HFVLMPolicy
     from tiny_hf import save_tiny_causal_lm, save_tiny_masked_lm, save_tiny_vlm
 
@@ -40,9 +40,8 @@ def test_hf_specs_resolve_to_the_adapters(tmp_path):
     assert isinstance(policy, HFCausalLMPolicy) and policy.max_new_tokens == 3
     assert isinstance(resolve_policy(f"hf-vlm:{save_tiny_vlm(tmp_path / 'vlm')}"), HFVLMPolicy)
     dllm = resolve_policy(f"hf-dllm:{save_tiny_masked_lm(tmp_path / 'mlm')}", gen_length=8, steps=4, block_length=8)
-    assert isinstance(dllm, HFDiffusionLMPolicy)
-    with pytest.warns(UserWarning, match="text-only"):
-        assert len(dllm.act([OBS], num_samples=2)[0]) == 2
+    assert isinstance(dllm, HFDiffusionPolicy) and dllm.decoding.steps == 4  # the trainable class (agents.specs)
+    assert len(dllm.act([OBS], num_samples=2)[0]) == 2
     with pytest.raises(ValueError, match="needs a directory after 'hf-vlm:'"):
         resolve_policy("hf-vlm:")
     with pytest.raises(FileNotFoundError, match="missing_model"):

@@ -11,9 +11,9 @@ Kinds (spec prefixes of :mod:`agents.specs`):
   (:mod:`agents.hf.dream`; no remote code, no trust flag), run with the same 4-D bidirectional
   mask as A2D; its logits at ``i`` predict token ``i + 1`` and :class:`HFDenoiser` shifts them
   back. Checkpoints keep Dream's ``config.json`` and weight names.
-* ``llada`` (``hf-dllm:DIR``) -- any other masked-diffusion LM, loaded by ``AutoModel`` (remote code
-  via the config's ``auto_map`` runs only with ``trust_remote_code=True``); logits at ``i`` predict
-  token ``i``. ``hf-dream:`` on such a remote-code folder shifts its logits as Dream's. The mask id
+* ``llada`` (``hf-dllm:DIR``) -- a masked LM transformers knows (``AutoModelForMaskedLM``: BERT,
+  ModernBERT, ...), or any other masked-diffusion LM, loaded by ``AutoModel`` (remote code via the
+  config's ``auto_map`` runs only with ``trust_remote_code=True``); logits at ``i`` predict token ``i``. ``hf-dream:`` on such a remote-code folder shifts its logits as Dream's. The mask id
   is ``mask_token_id=``, else the config's ``mask_token_id``, else the tokenizer's mask token.
 * Attention: a backbone run with the 4-D mask loads with sdpa (or eager); a folder asking for
   FlashAttention gets sdpa and a warning (:mod:`agents.hf.attention`), never silent causal attention.
@@ -78,13 +78,15 @@ class DenoiserConfig:
 class HFDenoiser(nn.Module):
     """``forward(input_ids, pixel_values=None, attention_mask=None) -> .logits`` (B, L, V): logits at i predict token i."""
 
+    #: a native backbone's published config.json (saved back in that layout); None for A2D and remote code
+    published_config: dict[str, Any] | None = None
+
     def __init__(self, backbone: nn.Module, kind: str, mask_token_id: int, vocab_limit: int,
                  published_config: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.backbone, self.kind = backbone, kind
-        #: a native backbone's published config.json (saved back in that layout); None for A2D and remote code
         self.published_config = published_config
         self.vocab_limit = int(vocab_limit)
         vocab = int(backbone.get_output_embeddings().weight.shape[0]) if backbone.get_output_embeddings() is not None else vocab_limit
@@ -234,8 +236,8 @@ class HFDiffusionPolicy(DiffusionPolicy):
                 mask_token_id: int | None = None, decoding: DecodingConfig | None = None, dtype: Any = None,
                 use_chat_template: bool | None = None) -> HFDiffusionPolicy:  # fmt: skip
         """Load a local HF folder as ``kind`` (``a2d`` | ``llada`` | ``dream`` | ``auto``: llada, or dream by config)."""
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
         folder = _folder(path)
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -263,7 +265,9 @@ class HFDiffusionPolicy(DiffusionPolicy):
                 tokenizer.add_special_tokens({"mask_token": ADDED_MASK})
                 mask = tokenizer.mask_token_id
             if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
-                backbone.resize_token_embeddings(len(tokenizer))
+                with torch.random.fork_rng(devices=[]):  # the new mask row's random init: fixed by seed (train == eval)
+                    torch.manual_seed(seed)
+                    backbone.resize_token_embeddings(len(tokenizer))
             remote = False
         elif kind == "dream" and is_dream(raw):  # native: Qwen2 modules, Dream's key names, no remote code
             backbone = load_dream(folder, raw, dtype)
@@ -272,6 +276,13 @@ class HFDiffusionPolicy(DiffusionPolicy):
                 raise ValueError(f"no mask token for Dream in {str(folder)!r}: config.json has no mask_token_id and the "
                                  "tokenizer no mask token; pass mask_token_id=")  # fmt: skip
             published, remote = raw, False
+        elif kind == "llada" and not auto_map.get("AutoModel") and model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+            backbone = AutoModelForMaskedLM.from_pretrained(str(folder), local_files_only=True, **extra)  # BERT-like
+            mask = _mask_id(mask_token_id, backbone.config, tokenizer, folder)
+            if mask is None:
+                raise ValueError(f"no mask token for the masked LM in {str(folder)!r}: config.json has no mask_token_id "
+                                 "and the tokenizer no mask token; pass mask_token_id=")  # fmt: skip
+            remote = False
         else:
             if not auto_map.get("AutoModel"):
                 hint = " It is a causal LM: use hf-a2d: to run it as masked diffusion." if causal else ""
