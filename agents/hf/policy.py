@@ -363,8 +363,9 @@ class HFDiffusionPolicy(DiffusionPolicy):
 
         os.makedirs(path, exist_ok=True)
         save_backbone(self.model.backbone, path)  # with LoRA: base weights + adapter/ (agents.hf.lora)
-        if self.model.published_config is not None:  # native backbone: config.json in its published layout
-            write_dream_config(self.model.backbone, self.model.published_config, path)
+        published = getattr(self.model, "published_config", None)  # HFVLMDenoiser has none
+        if published is not None:  # native backbone: config.json in its published layout
+            write_dream_config(self.model.backbone, published, path)
         self.tokenizer.save_pretrained(path)
         meta = {"format": FORMAT, "version": 1, "kind": self.model.kind, "logits_shift": self.model.logits_shift,
                 "mask_token_id": self.model.config.mask_token_id, "remote_code": self.remote_code,
