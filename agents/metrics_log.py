@@ -21,7 +21,7 @@ import math
 import os
 from typing import Any
 
-__all__ = ["CollapseAlarm", "MetricsLog", "jsonable"]
+__all__ = ["CollapseAlarm", "MetricsLog", "jsonable", "read_metrics"]
 
 
 def jsonable(value: Any) -> Any:
@@ -62,6 +62,11 @@ def _parse(path: str) -> list[tuple[str, dict[str, Any]]]:
             )
         rows.append((line, row))
     return rows
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` (a cut-off last line dropped; a corrupt line is a ``ValueError`` naming it)."""
+    return [row for _, row in _parse(path)]
 
 
 class MetricsLog:

@@ -10,7 +10,8 @@
 3. :mod:`evaluation.ablation_table` turns the runs into ``ablation.{md,csv,json}``: per
    preset the mean and 95% t-interval over seeds of held-out reward before/after and of the
    training metrics each claim of the paper is about, and ``claims.md``: each claim as a
-   difference between two presets with a Welch interval. ``--table-only`` just rewrites them.
+   difference between two presets with a Welch interval; ``ablation.png``: a bar chart of each
+   preset's held-out reward after RL with its interval. ``--table-only`` just rewrites them.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def _print_table(out: Path, args: argparse.Namespace) -> int:
         return 2
     table = write_table(out, args.presets, args.seeds)
     print("\n" + table.read_text() + "\n" + (out / "claims.md").read_text())
-    print(f"Wrote {table}, {out / 'ablation.csv'}, {out / 'ablation.json'}, {out / 'claims.md'}")
+    print(f"Wrote {table}, {out / 'ablation.csv'}, {out / 'ablation.json'}, {out / 'claims.md'}, {out / 'ablation.png'}")
     return 0
 
 

@@ -168,7 +168,18 @@ def write_table(out: Path, presets: Sequence[str], seeds: Sequence[int]) -> Path
         lines.append(f"| {preset} | " + " | ".join(cells) + f" | {row['runs']['n']} |")
     md = out / "ablation.md"
     md.write_text("\n".join(lines) + "\n")
+    write_chart(out / "ablation.png", table, seeds)
     return md
+
+
+def write_chart(path: Path, table: dict[str, dict[str, dict[str, Any]]], seeds: Sequence[int]) -> Path:
+    """``ablation.png``: each preset's held-out reward after RL, mean with its 95% t-interval over seeds."""
+    from evaluation.plot import bar_chart
+
+    cells = [row.get("after/eval/reward", {"mean": None, "half": None}) for row in table.values()]
+    return bar_chart(path, [f"{p} ({row['runs']['n']} runs)" for p, row in table.items()], [c["mean"] for c in cells],
+                     [c["half"] for c in cells], "held-out reward after RL (mean, 95% t-interval)",
+                     f"lavida ablate: seeds {', '.join(map(str, seeds))}")  # fmt: skip
 
 
 def _num(v: float | None) -> str:

@@ -1,4 +1,4 @@
-"""The ``lavida`` command: demo, train, eval, leaderboard, bench.
+"""The ``lavida`` command: demo, train, eval, leaderboard, plot, ablate, bench.
 
 Each subcommand lives in its own module with a ``main(argv) -> int`` function; this file
 only dispatches, so ``lavida --help`` stays fast and one broken part cannot hide the others.
@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("agents.trainer", "train a policy (--phase sft | rl, --config FILE.yaml)"),
     "eval": ("evaluation.evaluate", "evaluate a policy spec on an env id, write results.json"),
     "leaderboard": ("evaluation.leaderboard", "merge results dirs into a Markdown/CSV/PNG leaderboard"),
+    "plot": ("evaluation.plot", "draw training curves (PNG) of lavida train runs from their metrics.jsonl"),
     "ablate": ("evaluation.ablate", "run the ablation presets over seeds from one SFT start, table with 95% CIs"),
     "check-policy": ("agents.policy_check", "run a trainable policy spec through every part of the TrainablePolicy contract"),
     "bench": ("evaluation.throughput", "throughput benchmarks: rewards, envs, rollout, likelihood, train"),

@@ -1,20 +1,23 @@
-"""``lavida demo``: the whole pipeline end to end on CPU, written under ``runs/demo/``.
+"""``lavida demo``: the LaViDa-R1 recipe on the learning testbed, end to end on CPU, under ``runs/demo/``.
 
-Stages (each a plain call of the same code the CLI commands run):
+The testbed (``docs/testbed.md``): VisualMath level 1 at 64 px with ``DiffusionPolicy.tiny``, from an
+SFT start that is partly competent, so RL has room to work. Stages (each a plain call of the code
+``lavida train`` / ``eval`` / ``leaderboard`` / ``plot`` run):
 
-1. LaViDa-R1 agent: SFT warm start of ``DiffusionPolicy.tiny`` on the reference solutions
-   of the task mixture, then unified RL (``configs/demo.yaml``: SFT rows + GRPO +
-   self-distillation, answer forcing, tree search on editing, complementary likelihood).
-2. Baseline at the same budget: the tiny autoregressive policy, same SFT steps, then plain
-   GRPO + KL (``configs/ar_grpo.yaml``, with the demo's group size and step count).
-3. ``lavida eval`` of every policy (the two SFT starts, the two RL results, random and
-   oracle) on the test split of ``LaViDa/MultiTask-v0`` (difficulty and image size as trained).
-4. ``lavida leaderboard``: ``runs/demo/leaderboard.{md,csv,png}``, printed at the end.
+1. the SFT start: ``configs/testbed_sft.yaml`` stopped after ``sft_steps`` of its schedule;
+2. from that start, at the same number of RL steps: the LaViDa-R1 recipe (``configs/testbed.yaml``)
+   and the d1 preset (``configs/testbed_d1.yaml``); and continued SFT (``testbed_sft.yaml`` with
+   ``init_from``) for ``more_sft_steps``, chosen so that its training CPU time matches the recipe's;
+3. the AR baseline: its own SFT start (``testbed_sft.yaml`` with ``policy: ar``), then GRPO+KL
+   (``configs/testbed_ar.yaml``) at the recipe's rollout budget;
+4. ``lavida eval``, greedy, of every trained policy plus random and oracle on ``episodes`` held-out
+   problems; ``lavida leaderboard`` -> ``leaderboard.{md,csv,png}``; ``lavida plot`` of every
+   training run -> ``curves.png``.
 
-``--quick`` shrinks every budget for a smoke run (a few minutes). The budgets are flags, so
-the same command scales up; the configs in ``configs/`` hold everything else. ``--threads N``
-sets torch's CPU threads for every stage (default :func:`evaluation.runtime.default_threads`,
-or ``$OMP_NUM_THREADS``); ``demo_timings.json`` records it with the stage times.
+``demo_timings.json`` holds every stage's wall and process CPU seconds (training alone, without the
+held-out curve evaluations, under ``train_cpu_s``), the budget and the torch thread count
+(``--threads``, default :func:`evaluation.runtime.default_threads`). Runs are seeded (``--seed``);
+at a fixed thread count they repeat exactly. ``--quick`` runs the same stages at tiny budgets.
 """
 
 from __future__ import annotations
@@ -25,72 +28,177 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from evaluation.runtime import add_threads_argument, apply_threads
 
 #: ``configs/`` of the source tree (the README installs the project editable).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-ENV_ID = "LaViDa/MultiTask-v0"
+ENV_ID = "LaViDa/VisualMath-v0"
+ENV_KWARGS = "difficulty=1,image_size=64"
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How much work each stage does."""
+    """How much work each stage does (optimizer steps, evaluation problems)."""
 
-    sft_steps: int
-    rl_steps: int
-    episodes: int
+    sft_steps: int  # SFT start: steps run of configs/testbed_sft.yaml's schedule
+    sft_schedule: int  # that schedule's length (its max_steps)
+    rl_steps: int  # recipe, d1 and AR GRPO steps
+    more_sft_steps: int  # continued SFT: matched to the recipe's training CPU time
+    episodes: int  # held-out problems of the leaderboard's evaluation
+    curve_episodes: int  # held-out problems of each point of the training curves
+    sft_eval_every: int
+    rl_eval_every: int
 
 
-FULL = Budget(sft_steps=800, rl_steps=20, episodes=60)
-QUICK = Budget(sft_steps=20, rl_steps=3, episodes=12)
+FULL = Budget(sft_steps=300, sft_schedule=600, rl_steps=30, more_sft_steps=200, episodes=200, curve_episodes=64,
+              sft_eval_every=50, rl_eval_every=10)  # fmt: skip
+QUICK = Budget(sft_steps=12, sft_schedule=24, rl_steps=3, more_sft_steps=3, episodes=16, curve_episodes=8,
+               sft_eval_every=6, rl_eval_every=1)  # fmt: skip
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="lavida demo",
-        description="Train a tiny LaViDa-R1 diffusion policy and an AR GRPO baseline on CPU, evaluate them "
-        "with random and oracle policies on the MultiTask test split, and write a leaderboard.",
+        description="The LaViDa-R1 recipe on the learning testbed (VisualMath level 1, docs/testbed.md): an SFT "
+        "start, then RL, continued SFT at equal CPU time, the d1 preset and an AR GRPO+KL baseline; greedy "
+        "held-out evaluation with random and oracle, a leaderboard and training curves.",
     )
-    p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of a few minutes")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of the same stages")
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--sft-steps", type=int, default=None, help="SFT warm-start steps per policy")
-    p.add_argument("--rl-steps", type=int, default=None, help="RL steps per policy")
-    p.add_argument("--episodes", type=int, default=None, help="test episodes per evaluated policy")
+    for field in dataclasses.fields(Budget):
+        flag = "--" + field.name.replace("_", "-")
+        p.add_argument(flag, type=int, default=None, help=f"override the budget's {field.name} (full: {getattr(FULL, field.name)})")
     p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
     p.add_argument("--force", action="store_true", help="start over even if OUT already holds results")
     add_threads_argument(p)
     return p.parse_args(argv)
 
 
-def _budget(args: argparse.Namespace) -> Budget:
+def budget_of(args: argparse.Namespace) -> Budget:
+    """``FULL`` (or ``QUICK``) with the ``--FIELD`` overrides; bad values are a ``ValueError`` naming the flag."""
     base = QUICK if args.quick else FULL
-    return Budget(
-        sft_steps=args.sft_steps if args.sft_steps is not None else base.sft_steps,
-        rl_steps=args.rl_steps if args.rl_steps is not None else base.rl_steps,
-        episodes=args.episodes if args.episodes is not None else base.episodes,
-    )
+    values = {f.name: getattr(args, f.name) if getattr(args, f.name) is not None else getattr(base, f.name)
+              for f in dataclasses.fields(Budget)}  # fmt: skip
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if values["sft_steps"] > values["sft_schedule"]:
+        raise ValueError(f"--sft-steps {values['sft_steps']} is past the schedule's end (--sft-schedule {values['sft_schedule']})")
+    return Budget(**values)
 
 
-def _train(config_file: str, out: Path, **overrides) -> None:
+def _config(config_file: str, **overrides: Any) -> Any:
     from agents.config import load_config
-    from agents.trainer import Trainer
 
     path = CONFIG_DIR / config_file
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run lavida demo from a source checkout (pip install -e .)")
-    config = load_config(str(path), output_dir=str(out), **overrides)
-    if config.phase == "sft":  # the preset's learning_rate is its RL rate; a warm start uses sft_learning_rate
-        config = dataclasses.replace(config, learning_rate=config.sft_learning_rate).validate()
-    Trainer(config).train()
+    return load_config(str(path), **overrides)
 
 
-def _stage(name: str, fn, timings: dict[str, float]) -> None:
+def _train(config: Any, stop_at: int | None = None) -> dict[str, float]:
+    """Train ``config`` (to ``stop_at`` steps of its schedule); its policy in ``output_dir``; eval CPU seconds."""
+    from agents.trainer import Trainer
+
+    class TimedTrainer(Trainer):  # the same loop; held-out curve evaluations timed apart from training
+        eval_cpu = 0.0
+
+        def evaluate(self) -> dict[str, float]:
+            start = time.process_time()
+            try:
+                return super().evaluate()
+            finally:
+                TimedTrainer.eval_cpu += time.process_time() - start
+
+    import shutil
+
+    shutil.rmtree(config.output_dir, ignore_errors=True)  # a killed earlier try of this stage starts over
+    trainer = TimedTrainer(config)
+    trainer.train(stop_at=stop_at)
+    if trainer.step < trainer.total_steps:  # stopped inside the schedule: keep the policy as the start
+        trainer.save_policy(config.output_dir)
+    return {"eval_cpu_s": TimedTrainer.eval_cpu}
+
+
+def run_stage(name: str, fn: Callable[[], dict[str, float] | None], out: Path) -> dict[str, float]:
+    """Run one stage, timed (wall, process CPU; training: also CPU without curve evaluations), unless done before.
+
+    The timing is kept in ``out/stages/<name>.json``; a stage that has one is not run again, so a killed
+    demo continues where it stopped (and stages may run in parallel processes on the same ``out``).
+    """
+    marker = out / "stages" / f"{_slug(name)}.json"
+    if marker.is_file():
+        row = json.loads(marker.read_text())
+        print(f"=== {name}: done before ({row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s CPU), kept", flush=True)
+        return row
     print(f"\n=== {name}", flush=True)
-    start = time.perf_counter()
-    fn()
-    timings[name] = time.perf_counter() - start
-    print(f"=== {name}: {timings[name]:.0f} s", flush=True)
+    wall, cpu = time.perf_counter(), time.process_time()
+    extra = fn() or {}
+    row = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    if "eval_cpu_s" in extra:
+        row["train_cpu_s"] = row["cpu_s"] - extra["eval_cpu_s"]
+    row = {k: round(v, 2) for k, v in {**row, **extra}.items()}
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(row))
+    print(f"=== {name}: {row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s CPU", flush=True)
+    return row
+
+
+def training_stages(out: Path, budget: Budget, seed: int) -> list[tuple[str, Callable[[], dict[str, float]]]]:
+    """(stage name, run) of every training run, in order; each writes ``out/<run>/`` (policy + metrics.jsonl)."""
+    b = budget
+    common = {"seed": seed, "save_every": 0}
+    sft_eval = {"eval_every": b.sft_eval_every, "eval_episodes": b.curve_episodes}
+    rl = {"phase": "rl", "sft_steps": 0, "max_steps": b.rl_steps, "eval_every": b.rl_eval_every,
+          "eval_episodes": b.curve_episodes, **common}  # fmt: skip
+    start, ar_start = str(out / "sft_start"), str(out / "ar_sft_start")
+
+    def sft(run: str, **kw: Any) -> Callable[[], dict[str, float]]:
+        return lambda: _train(_config("testbed_sft.yaml", output_dir=str(out / run), max_steps=b.sft_schedule,
+                                      **sft_eval, **common, **kw), stop_at=b.sft_steps)  # fmt: skip
+
+    def run(preset: str, name: str, init: str, **kw: Any) -> Callable[[], dict[str, float]]:
+        return lambda: _train(_config(preset, output_dir=str(out / name), init_from=init, **{**rl, **kw}))
+
+    more = {**common, **sft_eval, "max_steps": b.more_sft_steps}
+    return [
+        (f"SFT start ({b.sft_steps} of {b.sft_schedule} scheduled steps)", sft("sft_start")),
+        (f"lavida-r1 RL ({b.rl_steps} steps)", run("testbed.yaml", "lavida_r1", start)),
+        (f"continued SFT ({b.more_sft_steps} steps)",
+         lambda: _train(_config("testbed_sft.yaml", output_dir=str(out / "more_sft"), init_from=start, **more))),
+        (f"d1 preset ({b.rl_steps} steps)", run("testbed_d1.yaml", "d1", start)),
+        (f"AR SFT start ({b.sft_steps} of {b.sft_schedule} scheduled steps)", sft("ar_sft_start", policy="ar")),
+        (f"AR GRPO+KL ({b.rl_steps} steps)", run("testbed_ar.yaml", "ar_grpo", ar_start)),
+    ]
+
+
+#: the training runs under OUT, in stage order
+RUNS = ("sft_start", "lavida_r1", "more_sft", "d1", "ar_sft_start", "ar_grpo")
+
+
+TITLE = "lavida demo: VisualMath level 1 (continuations drawn from their start's last step)"
+
+
+def curve_specs(out: Path, budget: Budget) -> list[str]:
+    """``lavida plot`` arguments of every training run: continuations start where their SFT start stopped."""
+    return [f"{out / run}={run}" + ("" if run.endswith("sft_start") else f"@{budget.sft_steps}") for run in RUNS]
+
+
+def board_policies(out: Path, budget: Budget) -> dict[str, str]:
+    """The leaderboard's rows: trained runs under ``out`` and the random / oracle references."""
+    b = budget
+    return {
+        f"lavida-r1 (SFT start + {b.rl_steps} RL steps)": str(out / "lavida_r1"),
+        f"continued SFT (SFT start + {b.more_sft_steps} SFT steps)": str(out / "more_sft"),
+        f"d1 preset (SFT start + {b.rl_steps} RL steps)": str(out / "d1"),
+        f"diffusion SFT start ({b.sft_steps} steps)": str(out / "sft_start"),
+        f"AR GRPO+KL (AR SFT start + {b.rl_steps} RL steps)": str(out / "ar_grpo"),
+        f"AR SFT start ({b.sft_steps} steps)": str(out / "ar_sft_start"),
+        "random": "random",
+        "oracle": "oracle",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,9 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         print(f"lavida demo: --threads must be >= 1, got {args.threads}")
         return 2
+    try:
+        budget = budget_of(args)
+    except ValueError as exc:
+        print(f"lavida demo: {exc}")
+        return 2
     threads = apply_threads(args.threads)
     print(f"torch CPU threads: {threads['threads']} ({threads['source']}; {threads['cores']} cores)", flush=True)
-    budget = _budget(args)
     out = Path(args.out)
     if (out / "leaderboard.md").exists() and not args.force:
         print(f"{out} already holds a finished demo; pass --force to run it again or --out to choose another dir")
@@ -114,52 +226,43 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the stages' own
-    demo = {"image_size": 64, "difficulty": "1", "seed": args.seed, "eval_every": 0, "eval_episodes": 0}
-    timings: dict[str, float] = {}
-    arms = {  # name -> (preset, checkpoint dirs)
-        "diffusion": ("demo.yaml", out / "diffusion_sft", out / "lavida_r1"),
-        "ar": ("ar_grpo.yaml", out / "ar_sft", out / "ar_grpo"),
-    }
-    group = {"num_generations": 4}  # the AR preset's TRL default (8) would double its rollout budget
-    for arm, (preset, sft_dir, rl_dir) in arms.items():
-        _stage(f"{arm}: SFT warm start ({budget.sft_steps} steps)",
-               lambda: _train(preset, sft_dir, phase="sft", max_steps=budget.sft_steps, **demo), timings)  # noqa: B023
-        _stage(f"{arm}: RL ({budget.rl_steps} steps)",
-               lambda: _train(preset, rl_dir, phase="rl", sft_steps=0, init_from=str(sft_dir),  # noqa: B023
-                              max_steps=budget.rl_steps, **group, **demo), timings)  # fmt: skip
-    policies = {
-        "lavida-r1 (SFT+RL)": out / "lavida_r1",
-        "diffusion SFT only": out / "diffusion_sft",
-        "AR GRPO+KL": out / "ar_grpo",
-        "AR SFT only": out / "ar_sft",
-        "random": "random",
-        "oracle": "oracle",
-    }
-    from evaluation import evaluate, leaderboard
+    timings: dict[str, dict[str, float]] = {}
+    began = time.perf_counter()
+    for name, fn in training_stages(out, budget, args.seed):
+        timings[name] = run_stage(name, fn, out)
+    from evaluation import evaluate, leaderboard, plot
 
     eval_dirs = []
-    for name, spec in policies.items():
+    for name, spec in board_policies(out, budget).items():
         target = out / "eval" / _slug(name)
         eval_dirs.append(str(target))
         argv_eval = [
-            "--policy", str(spec), "--env", ENV_ID, "--env-kwargs", "difficulty=1,image_size=64",
-            "--split", "test", "--episodes", str(budget.episodes), "--batch-size", "8",
-            "--seed", str(args.seed), "--name", name, "--out", str(target), "--threads", str(threads["threads"]),
+            "--policy", spec, "--env", ENV_ID, "--env-kwargs", ENV_KWARGS, "--split", "test",
+            "--episodes", str(budget.episodes), "--batch-size", "25", "--seed", str(args.seed), "--name", name,
+            "--out", str(target), "--threads", str(threads["threads"]), "--no-progress",
         ]  # fmt: skip
-        if isinstance(spec, Path):  # trained checkpoints: greedy decoding for a deterministic score
-            argv_eval += ["--policy-kwargs", "temperature=0"]
-        _stage(f"eval {name}", lambda: _check(evaluate.main(argv_eval), "lavida eval"), timings)  # noqa: B023
-    board = out / "leaderboard.md"
-    _stage("leaderboard", lambda: _check(leaderboard.main([*eval_dirs, "--out", str(board)]), "lavida leaderboard"), timings)
-    (out / "demo_timings.json").write_text(json.dumps({"budget": budget.__dict__, "seconds": timings, "threads": threads}, indent=2))
+        if target.exists():  # killed while evaluating: start that evaluation over
+            argv_eval.append("--overwrite")
+        timings[f"eval {name}"] = run_stage(f"eval {name}", lambda: _check(evaluate.main(argv_eval), "lavida eval"), out)  # noqa: B023
+    board, curves = out / "leaderboard.md", out / "curves.png"
+    for name, fn in (
+        ("leaderboard", lambda: _check(leaderboard.main([*eval_dirs, "--out", str(board)]), "lavida leaderboard")),
+        ("curves", lambda: _check(plot.main([*curve_specs(out, budget), "--out", str(curves), "--title", TITLE]), "lavida plot")),
+    ):
+        (out / "stages" / f"{name}.json").unlink(missing_ok=True)  # always redrawn from the evaluations
+        timings[name] = run_stage(name, fn, out)
+    total = time.perf_counter() - began
+    record = {"budget": dataclasses.asdict(budget), "seed": args.seed, "threads": threads, "total_wall_s": round(total, 1),
+              "stages": timings}  # fmt: skip
+    (out / "demo_timings.json").write_text(json.dumps(record, indent=2))
     print("\n" + board.read_text())
-    print(f"Wrote {board}, {board.with_suffix('.csv')}, {board.with_suffix('.png')} "
-          f"in {sum(timings.values()) / 60:.1f} min.")  # fmt: skip
+    print(f"Wrote {board}, {board.with_suffix('.csv')}, {board.with_suffix('.png')}, {curves} "
+          f"and {out / 'demo_timings.json'} in {total / 60:.1f} min.")  # fmt: skip
     return 0
 
 
 def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in name.lower()).split())
 
 
 def _check(code: int, what: str) -> None:
