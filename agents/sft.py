@@ -82,7 +82,7 @@ def build_sft_batch(policy: DiffusionPolicy, observations: list[dict], targets: 
             if image is None:
                 raise ValueError("an image-task target must be {'text': str, 'image': uint8[H, W, 3]}")
             codes = policy.codec.encode(np.asarray(image, dtype=np.uint8))
-        response, cut = layout.target(ids, policy.tokenizer(text, add_special_tokens=False)["input_ids"], codes)
+        response, cut = layout.target(ids, policy.text_ids(text), codes)
         responses.append(response)
         truncated += int(cut)
     batch = RowBatch(prompts=[policy.prompt_ids(o) for o in observations], layouts=layouts, suffixes=[None] * len(targets))

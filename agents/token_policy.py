@@ -101,7 +101,12 @@ class TokenPolicy:
 
     def suffix_ids(self, suffix: str | None) -> list[int] | None:
         """Token ids of a forced text suffix."""
-        return None if suffix is None else self.tokenizer(suffix, add_special_tokens=False)["input_ids"]
+        return None if suffix is None else self.text_ids(suffix)
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of response text; a special token's text in it (a literal ``<mask>``) is spelled in ordinary
+        tokens, never the special id (a response position never holds the mask id, and every one is scored)."""
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     # ----- acting and SFT rows ------------------------------------------------------------
     def act(self, observations: list[dict], num_samples: int = 1) -> list[list[Any]]:

@@ -236,7 +236,7 @@ class DiffusionPolicy(TokenPolicy):
                     threshold=self.decoding.threshold, mask_id=self.ids.mask,
                     forced_ids=None if forced_ids is None else forced_ids.to(self.device),
                     forced_mask=None if forced_mask is None else forced_mask.to(self.device),
-                    generator=generator, suppress_ids=[self.ids.pad, self.ids.image], state=state,
+                    generator=generator, suppress_ids=self.ids.present("pad", "image"), state=state,
                     cache=self.decoding.cache,
                 )  # fmt: skip
                 nfe += out.nfe
@@ -267,7 +267,7 @@ class DiffusionPolicy(TokenPolicy):
 
     def scored_mask(self, rollouts: Rollouts) -> torch.Tensor:
         """(B, L) bool: the response positions the likelihood scores (all but an image span's fixed ``<boi>``/``<eoi>``)."""
-        fixed = (rollouts.sequences == self.ids.boi) | (rollouts.sequences == self.ids.eoi)
+        fixed = self.ids.is_any(rollouts.sequences, "boi", "eoi")
         return rollouts.response_mask.to(torch.bool) & ~fixed
 
     def log_likelihood_terms(
@@ -291,7 +291,7 @@ class DiffusionPolicy(TokenPolicy):
         code_mask = rollouts.extras.get("code_mask")
         if code_mask is None:
             code_mask = torch.zeros_like(rollouts.response_mask)
-        keep = (rollouts.sequences == self.ids.image) | rollouts.response_mask.to(torch.bool)
+        keep = self.ids.is_any(rollouts.sequences, "image") | rollouts.response_mask.to(torch.bool)
         sequences, attention, response_mask, code_mask, keep = with_tags(
             rollouts.sequences, rollouts.attention_mask, self.scored_mask(rollouts), code_mask, keep
         )

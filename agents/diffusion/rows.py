@@ -129,7 +129,7 @@ class TaggedModelFn:
         is_code = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
         is_code[ids.code_start : ids.code_end] = True
         text_banned = is_code.clone()
-        text_banned[[ids.mask, ids.pad, ids.image, ids.boi, ids.eoi]] = True
+        text_banned[ids.present("mask", "pad", "image", "boi", "eoi")] = True
         self.model, self.pixel_values, self.ids = model, pixel_values, ids
         self.code_mask, self.text_mask = code_mask, response_mask & ~code_mask
         self.code_banned, self.text_banned = ~is_code, text_banned

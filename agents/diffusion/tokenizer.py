@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -70,15 +72,19 @@ def code_token(k: int) -> str:
 
 @dataclass(frozen=True)
 class SpecialIds:
-    """Ids of the structural tokens and the image-code id range ``[code_start, code_end)``."""
+    """Ids of the structural tokens and the image-code id range ``[code_start, code_end)``.
+
+    ``unk``/``image``/``boi``/``eoi`` are None for a tokenizer without them (the text-only ids of an
+    HF backbone, :func:`agents.hf.denoiser.text_special_ids`); no position then counts as one.
+    """
 
     pad: int
     eos: int
     mask: int
-    unk: int
-    image: int
-    boi: int
-    eoi: int
+    unk: int | None
+    image: int | None
+    boi: int | None
+    eoi: int | None
     code_start: int
     code_end: int
 
@@ -86,6 +92,17 @@ class SpecialIds:
     def codebook_size(self) -> int:
         """Number of image-code tokens."""
         return self.code_end - self.code_start
+
+    def present(self, *names: str) -> list[int]:
+        """The ids of the named fields that this tokenizer has (None ones left out)."""
+        return [v for v in (getattr(self, n) for n in names) if v is not None]
+
+    def is_any(self, sequences: torch.Tensor, *names: str) -> torch.Tensor:
+        """(same shape) bool: where ``sequences`` holds one of the named ids (all False when none exists)."""
+        hit = torch.zeros_like(sequences, dtype=torch.bool)
+        for value in self.present(*names):
+            hit |= sequences == value
+        return hit
 
 
 def build_tokenizer(codebook_size: int, words: tuple[str, ...] = WORDS) -> PreTrainedTokenizerFast:

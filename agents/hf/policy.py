@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -50,11 +50,9 @@ from torch import nn
 from agents.diffusion.codec import PaletteCodec
 from agents.diffusion.layout import ResponseLayout
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta
-from agents.diffusion.rows import NEG_LOGIT
-from agents.diffusion.tokenizer import SpecialIds
 from agents.hf.attention import bidirectional_attn_implementation
+from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size, keys_and_positions, text_special_ids
 from agents.hf.dream import is_dream, load_dream, write_dream_config
-from agents.hf.kv import additive_mask, cache_kwarg, stack_cache, window_cache
 from agents.policy import Rollouts
 
 __all__ = ["FORMAT", "KINDS", "HFDenoiser", "HFDiffusionPolicy"]
@@ -64,131 +62,47 @@ KINDS = ("a2d", "llada", "dream")
 ADDED_MASK = "<|mdm_mask|>"
 
 
-@dataclass
-class DenoiserConfig:
-    """The fields the diffusion policy reads from its model's config."""
+class HFDenoiser(HFDenoiserBase):
+    """``forward(input_ids, pixel_values=None, attention_mask=None) -> .logits`` (B, L, V): logits at i predict token i.
 
-    vocab_size: int
-    mask_token_id: int
-    num_patches: int = 0
-    image_size: int = 1
-    image_token_id: int = -1
-
-
-class HFDenoiser(nn.Module):
-    """``forward(input_ids, pixel_values=None, attention_mask=None) -> .logits`` (B, L, V): logits at i predict token i."""
-
-    #: a native backbone's published config.json (saved back in that layout); None for A2D and remote code
-    published_config: dict[str, Any] | None = None
+    ``a2d`` and native backbones (``published_config`` set: LLaDA, Dream) take the base's 4-D bidirectional
+    mask, positions, logits shift and KV-cache hooks; a remote-code backbone gets ``attention_mask`` (B, L)
+    only and has no cache hooks (its cache API is not one we can rely on).
+    """
 
     def __init__(self, backbone: nn.Module, kind: str, mask_token_id: int, vocab_limit: int,
                  published_config: dict[str, Any] | None = None) -> None:  # fmt: skip
-        super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        self.backbone, self.kind = backbone, kind
+        vocab = config_vocab_size(getattr(backbone, "config", None), vocab_limit)
+        super().__init__(backbone, DenoiserConfig(vocab_size=max(vocab, int(vocab_limit)), mask_token_id=int(mask_token_id)),
+                         vocab_limit)  # fmt: skip
+        self.kind = kind
         self.published_config = published_config
-        self.vocab_limit = int(vocab_limit)
-        vocab = int(backbone.get_output_embeddings().weight.shape[0]) if backbone.get_output_embeddings() is not None else vocab_limit
-        self.config = DenoiserConfig(vocab_size=max(vocab, vocab_limit), mask_token_id=int(mask_token_id))
 
     @property
     def logits_shift(self) -> bool:
         """Whether the backbone's logits at i predict token i + 1 (Dream)."""
         return self.kind == "dream"
 
+    @property
+    def supports_kv_cache(self) -> bool:
+        """A2D and native backbones take a ``DynamicCache``; remote code does not."""
+        return self.bidirectional_mask
+
     def forward(self, input_ids: torch.Tensor, pixel_values: Any = None, attention_mask: torch.Tensor | None = None) -> Any:
         """Bidirectional logits (B, L, V) over ``input_ids``; tokens past the tokenizer get ``NEG_LOGIT``."""
-        keys, positions = self._keys_and_positions(input_ids, attention_mask)
         if self.bidirectional_mask:
-            mask = additive_mask(keys, keys.shape[1], self._dtype)
-            out = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions)
-        else:
-            out = self.backbone(input_ids=input_ids, attention_mask=keys.long())
+            return super().forward(input_ids, pixel_values, attention_mask)
+        keys, _ = keys_and_positions(input_ids, attention_mask)
+        out = self.backbone(input_ids=input_ids, attention_mask=keys.long())
         logits = (out.logits if hasattr(out, "logits") else out[0]).float()
-        return SimpleNamespace(logits=self._limit_vocab(self._unshift(logits)))
+        return SimpleNamespace(logits=self.limit_vocab(self.unshift(logits)))
 
     @property
     def bidirectional_mask(self) -> bool:
         """Whether this module builds the 4-D bidirectional mask (A2D and native backbones; not remote code)."""
         return self.kind == "a2d" or self.published_config is not None
-
-    def _unshift(self, logits: torch.Tensor) -> torch.Tensor:
-        """Dream's logits (i predicts i + 1) moved to predict their own position (position 0 keeps its own)."""
-        return torch.cat([logits[:, :1], logits[:, :-1]], 1) if self.logits_shift else logits
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return next(self.backbone.parameters()).dtype
-
-    @staticmethod
-    def _keys_and_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attended keys (B, L) bool and position ids counting attended tokens only (left padding changes nothing)."""
-        keys = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        return keys, (keys.long().cumsum(-1) - 1).clamp(min=0)
-
-    def _limit_vocab(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` padded to ``config.vocab_size``; ids past the tokenizer (``vocab_limit``) get ``NEG_LOGIT``."""
-        if logits.shape[-1] < self.config.vocab_size:
-            logits = nn.functional.pad(logits, (0, self.config.vocab_size - logits.shape[-1]), value=NEG_LOGIT)
-        if self.vocab_limit < logits.shape[-1]:
-            logits[..., self.vocab_limit :] = NEG_LOGIT
-        return logits
-
-    # ----- KV cache (agents.diffusion.sampler.CachingModelFn; A2D and native Dream) -----------------
-    # Remote-code backbones have no cache API we can rely on: for them these attributes do not exist,
-    # so TaggedModelFn.supports_cache is False and the sampler falls back to cache='none' with its one
-    # warning. Dream's logits at i come from position i - 1, so its window runs from start - 1.
-    @property
-    def encode_with_cache(self) -> Any:
-        """``(input_ids, pixel_values=None, attention_mask=None) -> (logits (B, L, V), cache)`` (not remote code)."""
-        if not self.bidirectional_mask:
-            raise AttributeError(f"remote-code {self.kind} backbones decode without a KV cache (no encode_with_cache)")
-        return self._encode_with_cache
-
-    @property
-    def forward_window(self) -> Any:
-        """``(input_ids, attention_mask, start, end, cache) -> logits (B, end-start, V)`` (not remote code)."""
-        if not self.bidirectional_mask:
-            raise AttributeError(f"remote-code {self.kind} backbones decode without a KV cache (no forward_window)")
-        return self._forward_window
-
-    @torch.no_grad()
-    def _encode_with_cache(
-        self, input_ids: torch.Tensor, pixel_values: Any = None, attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A full bidirectional forward: logits (B, L, V) and every layer's keys/values (B, layers, 2, H, L, D)."""
-        from transformers import DynamicCache
-
-        keys, positions = self._keys_and_positions(input_ids, attention_mask)
-        mask = additive_mask(keys, keys.shape[1], self._dtype)
-        out = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                            **{cache_kwarg(self.backbone): DynamicCache()})  # fmt: skip
-        cache = getattr(out, "cache", None)
-        cache = getattr(out, "past_key_values", None) if cache is None else cache
-        return self._limit_vocab(self._unshift(out.logits.float())), stack_cache(cache, input_ids.shape[1])
-
-    @torch.no_grad()
-    def _forward_window(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, start: int, end: int, cache: torch.Tensor
-    ) -> torch.Tensor:
-        """Logits (B, end-start, V) of positions ``start:end`` from their current tokens, attending to the cached
-        keys/values of every other position (``cache`` from :meth:`encode_with_cache` on the same rows)."""
-        keys, positions = self._keys_and_positions(input_ids, attention_mask)
-        if cache.shape[0] != input_ids.shape[0] or cache.shape[-2] != input_ids.shape[1]:
-            raise ValueError(
-                f"cache of shape {tuple(cache.shape)} does not fit input_ids {tuple(input_ids.shape)}: "
-                "pass the rows' own cache from encode_with_cache"
-            )
-        first = max(start - 1, 0) if self.logits_shift else start  # Dream: position i's logits come from i - 1
-        order = torch.cat([keys[:, :first], keys[:, end:], keys[:, first:end]], 1)  # cache: prefix, suffix, window
-        mask = additive_mask(order, end - first, self._dtype)
-        out = self.backbone(input_ids=input_ids[:, first:end], attention_mask=mask, position_ids=positions[:, first:end],
-                            use_cache=True, **{cache_kwarg(self.backbone): window_cache(cache, first, end)})  # fmt: skip
-        logits = out.logits.float()
-        if self.logits_shift:
-            logits = self._unshift(logits) if first == 0 else logits[:, :-1]
-        return self._limit_vocab(logits)
 
 
 def _folder(path: str | os.PathLike) -> Path:
@@ -227,7 +141,7 @@ class HFDiffusionPolicy(DiffusionPolicy):
         pad = tokenizer.pad_token_id
         pad = pad if pad is not None and pad not in (eos, mask) else mask
         vocab = model.config.vocab_size
-        self.ids = SpecialIds(pad=pad, eos=eos, mask=mask, unk=mask, image=mask, boi=mask, eoi=mask, code_start=vocab, code_end=vocab)
+        self.ids = text_special_ids(pad, eos, mask, vocab)
         self.use_chat_template = bool(tokenizer.chat_template) if use_chat_template is None else bool(use_chat_template)
 
     # ----- construction -------------------------------------------------------------
@@ -363,9 +277,8 @@ class HFDiffusionPolicy(DiffusionPolicy):
 
         os.makedirs(path, exist_ok=True)
         save_backbone(self.model.backbone, path)  # with LoRA: base weights + adapter/ (agents.hf.lora)
-        published = getattr(self.model, "published_config", None)  # HFVLMDenoiser has none
-        if published is not None:  # native backbone: config.json in its published layout
-            write_dream_config(self.model.backbone, published, path)
+        if self.model.published_config is not None and self.model.kind == "dream":  # native Dream: its published config.json
+            write_dream_config(self.model.backbone, self.model.published_config, path)
         self.tokenizer.save_pretrained(path)
         meta = {"format": FORMAT, "version": 1, "kind": self.model.kind, "logits_shift": self.model.logits_shift,
                 "mask_token_id": self.model.config.mask_token_id, "remote_code": self.remote_code,

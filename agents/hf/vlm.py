@@ -22,7 +22,9 @@ text LM (:class:`agents.hf.policy.HFDenoiser`); logits at ``i`` predict token ``
   otherwise ``<|mdm_mask|>`` is added and the embeddings resized (as A2D).
 * Checkpoints: the backbone in its own HF format + processor (tokenizer, image processor, chat
   template) + ``policy_config.json`` (``format: lavida-hf-vlm-diffusion``, mask/image ids,
-  ``num_patches``, decoding). No KV cache yet: ``cache: prefix | dual`` falls back to full passes.
+  ``num_patches``, decoding). KV cache (``cache: prefix | dual``) through
+  :class:`agents.hf.denoiser.HFDenoiserBase`'s hooks; each image's features are computed once per
+  rollout row (:class:`HFVLMDenoiser` keeps them while no gradient is recorded).
 
 Everything else (sampler with forced positions, the three likelihood estimators, SFT rows,
 answer forcing, ``rollout_from``) is :class:`agents.diffusion.policy.DiffusionPolicy`'s code.
@@ -30,10 +32,10 @@ answer forcing, ``rollout_from``) is :class:`agents.diffusion.policy.DiffusionPo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, replace
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -41,8 +43,8 @@ import torch
 from torch import nn
 
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, read_policy_meta
-from agents.diffusion.rows import NEG_LOGIT
-from agents.hf.policy import ADDED_MASK, DenoiserConfig, HFDiffusionPolicy, _folder, _mask_id
+from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size
+from agents.hf.policy import ADDED_MASK, HFDiffusionPolicy, _folder, _mask_id
 
 __all__ = ["FORMAT", "HFVLMDenoiser", "HFVLMDiffusionPolicy"]
 
@@ -51,31 +53,41 @@ FORMAT = "lavida-hf-vlm-diffusion"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
-class HFVLMDenoiser(nn.Module):
-    """``forward(input_ids, pixel_values=None, attention_mask=None) -> .logits`` (B, L, V); image features at the placeholders."""
+class HFVLMDenoiser(HFDenoiserBase):
+    """``forward(input_ids, pixel_values=None, attention_mask=None) -> .logits`` (B, L, V); image features at the placeholders.
+
+    The base's bidirectional mask, positions, vocab limit and KV-cache hooks (the language model takes a
+    ``DynamicCache``); a cached window never holds placeholders, so only :meth:`encode_with_cache` sees
+    images. Without gradients the projected features of an image are kept (:attr:`feature_memo`, keyed
+    by its pixels and the vision weights' versions), so a rollout row's image goes through the vision
+    tower once, not at every denoising step or block.
+    """
 
     kind = "vlm"
     logits_shift = False
+    #: how many images' features the no-grad memo keeps
+    MEMO_SIZE = 64
 
     def __init__(self, backbone: nn.Module, mask_token_id: int, image_token_id: int, vocab_limit: int,
                  num_patches: int, image_size: int) -> None:  # fmt: skip
-        super().__init__()
         for name in ("get_image_features", "get_input_embeddings", "get_output_embeddings"):
             if not callable(getattr(backbone, name, None)):
                 raise ValueError(f"{type(backbone).__name__} has no {name}(); hf-vlm-dllm: needs a LLaVA-style "
                                  "AutoModelForImageTextToText (vision tower + projector + language model)")  # fmt: skip
         if image_token_id == mask_token_id:
             raise ValueError(f"the image token and the mask token are the same id {mask_token_id}; pass another mask_token_id=")
-        self.backbone, self.vocab_limit = backbone, int(vocab_limit)
-        head = backbone.get_output_embeddings()
-        vocab = int(head.weight.shape[0]) if head is not None else vocab_limit
-        self.config = DenoiserConfig(vocab_size=max(vocab, vocab_limit), mask_token_id=int(mask_token_id),
-                                     num_patches=int(num_patches), image_size=int(image_size),
-                                     image_token_id=int(image_token_id))  # fmt: skip
+        vocab = config_vocab_size(getattr(backbone, "config", None), vocab_limit)
+        config = DenoiserConfig(vocab_size=max(vocab, int(vocab_limit)), mask_token_id=int(mask_token_id),
+                                num_patches=int(num_patches), image_size=int(image_size), image_token_id=int(image_token_id))  # fmt: skip
+        super().__init__(backbone, config, vocab_limit)
+        self.feature_memo: dict[tuple, torch.Tensor] = {}
+        #: vision-tower calls made (one per image not found in the memo)
+        self.vision_calls = 0
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, P, H) projected vision features of (N, 3, S, S) pixel tensors."""
         dtype = self.backbone.get_input_embeddings().weight.dtype
+        self.vision_calls += int(pixel_values.shape[0])
         out = self.backbone.get_image_features(pixel_values=pixel_values.to(dtype))
         feats = getattr(out, "pooler_output", out)
         if isinstance(feats, (list, tuple)):
@@ -88,11 +100,25 @@ class HFVLMDenoiser(nn.Module):
             )
         return feats
 
-    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> Any:  # fmt: skip
-        """Bidirectional logits (B, L, V); rows with ``num_patches`` image placeholders get their image's features there."""
-        keys = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        positions = (keys.long().cumsum(-1) - 1).clamp(min=0)
+    def _features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """:meth:`image_features`, from the memo for images already seen when no gradient is recorded."""
+        if torch.is_grad_enabled():
+            return self.image_features(pixel_values)
+        weight = self.backbone.get_input_embeddings().weight
+        versions = (str(weight.device), weight.dtype, tuple(p._version for p in self.backbone.parameters()))
+        keys = [(versions, hashlib.blake2b(image.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest())
+                for image in pixel_values]  # fmt: skip
+        missing = [i for i, key in enumerate(keys) if key not in self.feature_memo]
+        if missing:
+            fresh = self.image_features(pixel_values[missing])
+            if len(self.feature_memo) + len(missing) > self.MEMO_SIZE:
+                self.feature_memo.clear()
+            for i, feats in zip(missing, fresh):
+                self.feature_memo[keys[i]] = feats
+        return torch.stack([self.feature_memo[key] for key in keys])
+
+    def backbone_inputs(self, input_ids: torch.Tensor, pixel_values: Any = None) -> dict[str, torch.Tensor]:
+        """``inputs_embeds``: token embeddings, with each image's features over its row's ``num_patches`` placeholders."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
         is_image = input_ids == self.config.image_token_id
         counts = is_image.sum(1)
@@ -106,18 +132,9 @@ class HFVLMDenoiser(nn.Module):
             if bool((counts[rows] != p).any()):
                 raise ValueError(f"a row holds {counts[rows].tolist()} image placeholders; each row needs 0 or {p} "
                                  "(build prompts with HFVLMDiffusionPolicy.prompt_ids)")  # fmt: skip
-            feats = self.image_features(pixel_values[rows]).to(embeds.dtype)
+            feats = self._features(pixel_values[rows]).to(embeds.dtype)
             embeds = embeds.masked_scatter(is_image[..., None], feats.reshape(-1, embeds.shape[-1]))
-        dtype = embeds.dtype
-        mask = torch.zeros(keys.shape[0], 1, keys.shape[1], keys.shape[1], dtype=dtype, device=keys.device)
-        mask = mask.masked_fill(~keys[:, None, None, :], torch.finfo(dtype).min)
-        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
-        logits = (out.logits if hasattr(out, "logits") else out[0]).float()
-        if logits.shape[-1] < self.config.vocab_size:
-            logits = nn.functional.pad(logits, (0, self.config.vocab_size - logits.shape[-1]), value=NEG_LOGIT)
-        if self.vocab_limit < logits.shape[-1]:
-            logits[..., self.vocab_limit :] = NEG_LOGIT
-        return SimpleNamespace(logits=logits)
+        return {"inputs_embeds": embeds}
 
 
 def _image_token_id(config: Any, tokenizer: Any, folder: Any) -> int:
