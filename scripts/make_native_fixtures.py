@@ -8,6 +8,8 @@ with the transformers version that code was written for, outside the repo, e.g. 
     /tmp/venv-dream/bin/python scripts/make_native_fixtures.py dream --code DIR_WITH_DREAM_CODE \\
         --out tests/fixtures/native/dream
 
+For LLaDA (``llada`` and ``llada_tied``; transformers 4.46.3, LLaDA's own) ``--code`` holds
+LLaDA-8B-Instruct's ``configuration_llada.py`` and ``modeling_llada.py``.
 ``DIR_WITH_DREAM_CODE`` holds Dream-v0-Base-7B's ``configuration_dream.py``, ``modeling_dream.py`` and
 ``generation_utils.py``. Each function writes a tiny random-weight checkpoint in the model's own
 layout (``config.json`` + ``model.safetensors``, the published key names) and ``expected.safetensors``:
@@ -102,7 +104,72 @@ def dream(code: Path, out: Path) -> None:
     print(f"wrote {out}: {meta}")
 
 
-MODELS = {"dream": dream}
+#: LLaDA-8B-Instruct's published config.json values that the tiny LLaDA fixtures share (sizes shrunk)
+LLADA_COMMON = dict(
+    activation_type="silu", alibi=False, block_type="llama", block_group_size=1, include_bias=False,
+    include_qkv_bias=False, layer_norm_type="rms", layer_norm_with_affine=True, rope=True, rope_full_precision=True,
+    rope_theta=500000.0, rms_norm_eps=1e-5, max_sequence_length=128, vocab_size=VOCAB, embedding_size=320,
+    mask_token_id=MASK_ID, eos_token_id=EOS_ID, pad_token_id=EOS_ID, attention_dropout=0.0, residual_dropout=0.0,
+    embedding_dropout=0.0, flash_attention=False, scale_logits=False, init_fn="mitchell", init_device="cpu",
+)  # fmt: skip
+LLADA_AUTO_MAP = {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM",
+                  "AutoModel": "modeling_llada.LLaDAModelLM"}  # fmt: skip
+
+
+def _llada(code: Path, out: Path, sizes: dict, seed: int) -> None:
+    """A tiny LLaDAModelLM of the published code (LLaDA-8B's files), its weights as it saves them and fp32 logits.
+
+    ``expected.safetensors``: ``input_ids`` (3 rows with masked spans), ``logits``; ``short_ids`` /
+    ``short_logits``: row 0 without its first 3 tokens (our left-padded row 0 must give these: the
+    published code puts padded rows at absolute positions, ours counts attended tokens)."""
+    pkg = _package(code, "published_llada", ["configuration_llada", "modeling_llada"])
+    config = pkg.configuration_llada.LLaDAConfig(**{**LLADA_COMMON, **sizes})
+    model = pkg.modeling_llada.LLaDAModelLM(config, init_params=True)
+    model.tie_weights()
+    _randomize(model, seed=seed)
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    if config.weight_tying:  # transformers 4.46 refuses to save the published tied ff_out/wte alias; safetensors keeps one name
+        from safetensors.torch import save_model
+
+        config.save_pretrained(out)
+        save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        model.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    raw = json.loads((out / "config.json").read_text())
+    raw["auto_map"] = LLADA_AUTO_MAP  # as on the hub
+    (out / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    gen = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(5, VOCAB, (3, 12), generator=gen)
+    ids[0, 8:] = MASK_ID
+    ids[1, 4:7] = MASK_ID
+    ids[2, [1, 5, 6, 10]] = MASK_ID
+    short = ids[:1, 3:].clone()
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.float()
+        short_logits = model(input_ids=short).logits.float()
+    from safetensors.torch import save_file
+
+    save_file({"input_ids": ids, "logits": logits.contiguous(), "short_ids": short,
+               "short_logits": short_logits.contiguous()}, str(out / "expected.safetensors"))  # fmt: skip
+    meta = {"transformers_version": __import__("transformers").__version__, "torch_version": torch.__version__,
+            "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    (out / "fixture.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {out}: {meta}")
+
+
+def llada(code: Path, out: Path) -> None:
+    """LLaDA (model_type llada): 2 layers, grouped K/V heads (4 query, 2 kv), untied output, embedding_size > vocab_size."""
+    _llada(code, out, dict(d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=48, weight_tying=False), seed=0)
+
+
+def llada_tied(code: Path, out: Path) -> None:
+    """LLaDA with ``weight_tying: true`` and ``n_kv_heads: null``: 1 layer, logits from the embedding matrix."""
+    _llada(code, out, dict(d_model=32, n_heads=4, n_kv_heads=None, n_layers=1, mlp_hidden_size=40, weight_tying=True), seed=1)
+
+
+MODELS = {"dream": dream, "llada": llada, "llada_tied": llada_tied}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -77,6 +77,8 @@ class HFDenoiserBase(nn.Module):
 
     kind: str = ""
     logits_shift: bool = False
+    #: a native backbone's published config.json (saved back in that layout); None otherwise
+    published_config: dict[str, Any] | None = None
 
     def __init__(self, backbone: nn.Module, config: DenoiserConfig, vocab_limit: int) -> None:
         super().__init__()

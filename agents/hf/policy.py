@@ -11,7 +11,11 @@ Kinds (spec prefixes of :mod:`agents.specs`):
   (:mod:`agents.hf.dream`; no remote code, no trust flag), run with the same 4-D bidirectional
   mask as A2D; its logits at ``i`` predict token ``i + 1`` and :class:`HFDenoiser` shifts them
   back. Checkpoints keep Dream's ``config.json`` and weight names.
-* ``llada`` (``hf-dllm:DIR``) -- a masked LM transformers knows (``AutoModelForMaskedLM``: BERT,
+* ``llada`` (``hf-dllm:DIR`` on a folder whose ``model_type`` is ``llada``: LLaDA-8B-Base/Instruct,
+  LLaDA-1.5) -- native: LLaDA's published config keys and safetensors in transformers' Llama modules
+  (:mod:`agents.hf.llada`; no remote code, no trust flag, ``auto_map`` ignored), the same 4-D mask;
+  checkpoints keep LLaDA's ``config.json`` and weight names.
+* ``llada`` on any other folder -- a masked LM transformers knows (``AutoModelForMaskedLM``: BERT,
   ModernBERT, ...), or any other masked-diffusion LM, loaded by ``AutoModel`` (remote code via the
   config's ``auto_map`` runs only with ``trust_remote_code=True``); logits at ``i`` predict token ``i``. ``hf-dream:`` on such a remote-code folder shifts its logits as Dream's. The mask id
   is ``mask_token_id=``, else the config's ``mask_token_id``, else the tokenizer's mask token.
@@ -26,7 +30,7 @@ images are not seen (text only; ImageEdit responses are text, scored on their te
 whose prompts are the same sentence (every VisualMath problem of a family: the expression is only
 in the image) cannot be told apart: ``sft_rollouts`` warns once when equal prompts get different
 reference solutions (train a multimodal backbone, ``hf-vlm-dllm:``, for those tasks).
-KV cache (``cache: prefix | dual``): A2D and native Dream (:meth:`HFDenoiser.encode_with_cache` /
+KV cache (``cache: prefix | dual``): A2D and native Dream/LLaDA (:meth:`HFDenoiser.encode_with_cache` /
 :meth:`HFDenoiser.forward_window`, via :mod:`agents.hf.kv`); remote-code kinds decode with
 ``cache='none'`` after the sampler's one warning. Structural
 ids: ``<pad>`` is the tokenizer's pad token when distinct from eos and mask, else the mask id;
@@ -53,6 +57,7 @@ from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPoli
 from agents.hf.attention import bidirectional_attn_implementation
 from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size, keys_and_positions, text_special_ids
 from agents.hf.dream import is_dream, load_dream, write_dream_config
+from agents.hf.llada import LLaDAModelLM, is_llada
 from agents.policy import Rollouts
 
 __all__ = ["FORMAT", "KINDS", "HFDenoiser", "HFDiffusionPolicy"]
@@ -188,6 +193,13 @@ class HFDiffusionPolicy(DiffusionPolicy):
             mask = _mask_id(mask_token_id, SimpleNamespace(**raw), tokenizer, folder)
             if mask is None:
                 raise ValueError(f"no mask token for Dream in {str(folder)!r}: config.json has no mask_token_id and the "
+                                 "tokenizer no mask token; pass mask_token_id=")  # fmt: skip
+            published, remote = raw, False
+        elif kind == "llada" and is_llada(raw):  # native: Llama modules, LLaDA's key names and config keys
+            backbone = LLaDAModelLM.from_published(folder, dtype)
+            mask = _mask_id(mask_token_id, SimpleNamespace(**raw), tokenizer, folder)
+            if mask is None:
+                raise ValueError(f"no mask token for LLaDA in {str(folder)!r}: config.json has no mask_token_id and the "
                                  "tokenizer no mask token; pass mask_token_id=")  # fmt: skip
             published, remote = raw, False
         elif kind == "llada" and not auto_map.get("AutoModel") and model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
