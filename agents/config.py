@@ -251,6 +251,16 @@ class TrainConfig:
     warmup_steps: int = _field(0, "Linear learning-rate warm-up steps.")
     lr_scheduler_type: str = _field("constant", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
     mixed_precision: str = _field("no", "accelerate mixed precision.", choices=("no", "fp16", "bf16"))
+    model_dtype: str = _field(
+        "float32", "dtype trainable weights are held in (the optimizer's master copy): float32, or 'auto' (as the "
+        "checkpoint stores them: a bf16 backbone then barely trains at small lr, warned); mixed_precision: bf16 computes "
+        "in bf16.", choices=("float32", "bfloat16", "float16", "auto"),
+    )  # fmt: skip
+    save_dtype: str = _field(
+        "auto", "dtype of saved backbone weights: 'auto' = the backbone's own as loaded (an 8B bf16 checkpoint stays "
+        "16 GB; finer master weights go beside it, master_weights.safetensors, for exact resume).",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    )  # fmt: skip
     # ----- logging, evaluation, checkpoints ------------------------------------------
     logging_steps: int = _field(1, "Write metrics.jsonl every this many steps.")
     report_to: str = _field("none", "accelerate trackers besides metrics.jsonl: 'none', 'tensorboard', 'wandb'.")
@@ -323,6 +333,8 @@ class TrainConfig:
         _check_choice("loss_type", self.loss_type, LOSS_TYPES)
         _check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS + ("true", "false"))
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        _check_choice("model_dtype", self.model_dtype, ("float32", "bfloat16", "float16", "auto"))
+        _check_choice("save_dtype", self.save_dtype, ("auto", "float32", "bfloat16", "float16"))
         for name in ("max_steps", "prompts_per_step", "num_generations", "likelihood_samples",
                      "updates_per_batch", "gradient_accumulation_steps", "logging_steps", "image_size"):
             _check_int(name, getattr(self, name), minimum=1)

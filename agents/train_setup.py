@@ -34,7 +34,18 @@ def build_policy(config: TrainConfig) -> Any:
 
 
 def configure_policy(policy: Any, config: TrainConfig) -> None:
-    """Apply ``lora_*`` and ``gradient_checkpointing`` to an HF backbone (:mod:`agents.hf.lora`); other policies: lora_r must be 0."""
+    """Apply ``lora_*`` and ``gradient_checkpointing`` to an HF backbone (:mod:`agents.hf.lora`; other policies: lora_r
+    must be 0), then ``model_dtype`` / ``save_dtype`` (:func:`agents.hf.precision.configure_precision`)."""
+    _configure_backbone(policy, config)
+    if isinstance(getattr(policy, "model", None), torch.nn.Module):
+        from agents.hf.precision import configure_precision
+
+        hf = hasattr(policy.model, "backbone")
+        configure_precision(policy, config.model_dtype if hf else "auto", config.save_dtype if hf else "auto",
+                            config.mixed_precision)  # fmt: skip
+
+
+def _configure_backbone(policy: Any, config: TrainConfig) -> None:
     if not hasattr(getattr(policy, "model", None), "backbone") or not hasattr(policy.model, "kind"):
         if config.lora_r:
             raise ValueError(

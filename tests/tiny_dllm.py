@@ -97,8 +97,9 @@ def save_dream_like(path: str | Path, seed: int = 0) -> Path:
     return _save_remote(path, "tiny_dream", True, seed)
 
 
-def save_qwen2(path: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """A random Qwen2 causal LM (``layers`` layers, default 2) + tokenizer (no chat template) for A2D."""
+def save_qwen2(path: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2, tied: bool = False) -> Path:
+    """A random Qwen2 causal LM (``layers`` layers, default 2; ``tied`` embeddings as Qwen2.5-0.5B) + tokenizer
+    (no chat template) for A2D."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     tok = build_tokenizer(chat_template=False)
@@ -106,6 +107,7 @@ def save_qwen2(path: str | Path, seed: int = 0, hidden: int = 64, layers: int = 
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=tied,
     )  # fmt: skip
     torch.manual_seed(seed)
     Qwen2ForCausalLM(config).save_pretrained(path)

@@ -260,9 +260,11 @@ class DGemmaPolicy(TokenPolicy):
     def save_pretrained(self, path: str) -> None:
         """The backbone in its HF format (LoRA: base + adapter/), tokenizer, image processor, ``policy_config.json``."""
         from agents.hf.lora import lora_meta, save_backbone
+        from agents.hf.precision import save_dtype, save_master
 
         os.makedirs(path, exist_ok=True)
-        save_backbone(self.model.backbone, path)
+        save_backbone(self.model.backbone, path, save_dtype(self.model))  # TrainConfig.save_dtype (agents.hf.precision)
+        save_master(self.model, path, save_dtype(self.model))
         self.tokenizer.save_pretrained(path)
         self.image_processor.save_pretrained(path)
         meta = {"format": FORMAT, "version": 1, "kind": "dgemma", "decoding": asdict(self.decoding), "codec": self.codec.to_dict(),
@@ -282,6 +284,9 @@ class DGemmaPolicy(TokenPolicy):
         knobs = {k: meta[k] for k in ("entropy_bound", "ar_weight", "self_conditioning_p", "use_chat_template") if k in meta}
         policy = cls.from_hf(path, seed=int(meta.get("seed", 0)), decoding=decoding, **knobs)
         load_adapter(policy, path, meta.get("lora"))
+        from agents.hf.precision import load_master
+
+        load_master(policy.model, path)
         if device is not None:
             policy.model.to(device)
         return policy

@@ -70,12 +70,12 @@ def load_dream(folder: Path, raw: dict[str, Any], dtype: Any = None) -> nn.Modul
     return model
 
 
-def write_dream_config(backbone: nn.Module, raw: dict[str, Any], path: str | Path) -> None:
+def write_dream_config(backbone: nn.Module, raw: dict[str, Any], path: str | Path, dtype: Any = None) -> None:
     """Rewrite ``path/config.json`` (written by ``save_pretrained`` as Qwen2) in Dream's layout: ``raw``'s keys,
-    with the saved vocabulary size and dtype."""
+    with the saved vocabulary size and dtype (``dtype``, else the backbone's)."""
     base = backbone.get_base_model() if callable(getattr(backbone, "get_base_model", None)) else backbone  # peft
     out = dict(raw)
     out["vocab_size"] = int(base.get_input_embeddings().weight.shape[0])
     dtype_key = "dtype" if "dtype" in raw and "torch_dtype" not in raw else "torch_dtype"
-    out[dtype_key] = str(next(base.parameters()).dtype).removeprefix("torch.")
+    out[dtype_key] = str(dtype or next(base.parameters()).dtype).removeprefix("torch.")
     (Path(path) / "config.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -179,14 +179,21 @@ def _base_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_backbone(backbone: nn.Module, path: str) -> None:
-    """``save_pretrained`` of the backbone; with an adapter: the base weights at ``path`` and the adapter in ``path/adapter``."""
+def save_backbone(backbone: nn.Module, path: str, dtype: torch.dtype | None = None) -> None:
+    """``save_pretrained`` of the backbone (floating weights cast to ``dtype`` when given, config.json saying so);
+    with an adapter: the base weights at ``path`` and the adapter (as held) in ``path/adapter``."""
+    from agents.hf.precision import write_config_dtype
+
+    def cast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return state if dtype is None else {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
     if not has_adapter(backbone):
-        backbone.save_pretrained(path)
-        return
-    base = backbone.get_base_model()
-    base.save_pretrained(path, state_dict=_base_state_dict(backbone))
-    backbone.save_pretrained(os.path.join(path, ADAPTER_DIR), save_embedding_layers=False)  # embeddings: in the base
+        backbone.save_pretrained(path, **({} if dtype is None else {"state_dict": cast(backbone.state_dict())}))
+    else:
+        backbone.get_base_model().save_pretrained(path, state_dict=cast(_base_state_dict(backbone)))
+        backbone.save_pretrained(os.path.join(path, ADAPTER_DIR), save_embedding_layers=False)  # embeddings: in the base
+    if dtype is not None:
+        write_config_dtype(path, dtype)
 
 
 def load_adapter(policy: Any, path: str, meta: dict[str, Any] | None) -> None:

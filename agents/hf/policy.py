@@ -286,11 +286,14 @@ class HFDiffusionPolicy(DiffusionPolicy):
     def save_pretrained(self, path: str) -> None:
         """The backbone in its own HF format, the tokenizer and ``policy_config.json``."""
         from agents.hf.lora import lora_meta, save_backbone
+        from agents.hf.precision import save_dtype, save_master
 
         os.makedirs(path, exist_ok=True)
-        save_backbone(self.model.backbone, path)  # with LoRA: base weights + adapter/ (agents.hf.lora)
+        dtype = save_dtype(self.model)  # TrainConfig.save_dtype (agents.hf.precision); None: as held
+        save_backbone(self.model.backbone, path, dtype)  # with LoRA: base weights + adapter/ (agents.hf.lora)
+        save_master(self.model, path, dtype)  # trainable weights held finer than dtype: kept exactly for resume
         if self.model.published_config is not None and self.model.kind == "dream":  # native Dream: its published config.json
-            write_dream_config(self.model.backbone, self.model.published_config, path)
+            write_dream_config(self.model.backbone, self.model.published_config, path, dtype)
         self.tokenizer.save_pretrained(path)
         meta = {"format": FORMAT, "version": 1, "kind": self.model.kind, "logits_shift": self.model.logits_shift,
                 "mask_token_id": self.model.config.mask_token_id, "remote_code": self.remote_code,
@@ -308,8 +311,10 @@ class HFDiffusionPolicy(DiffusionPolicy):
                              mask_token_id=meta.get("mask_token_id"), decoding=decoding,
                              use_chat_template=meta.get("use_chat_template"))  # fmt: skip
         from agents.hf.lora import load_adapter
+        from agents.hf.precision import load_master
 
         load_adapter(policy, path, meta.get("lora"))
+        load_master(policy.model, path)
         if device is not None:
             policy.model.to(device)
         return policy

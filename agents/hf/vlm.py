@@ -278,6 +278,9 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
             from agents.hf.lora import load_adapter
 
             load_adapter(policy, path, meta["lora"])
+        from agents.hf.precision import load_master
+
+        load_master(policy.model, path)  # fp32 master weights saved beside a lower-precision backbone
         if device is not None:
             policy.model.to(device)
         return policy
