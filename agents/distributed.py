@@ -2,8 +2,8 @@
 
 :func:`build_reference` returns the reference policy the trainer scores rollouts with:
 
-* a LoRA policy with a fresh adapter (:mod:`agents.hf.lora`): the same model with the adapter
-  switched off -- no second copy (TRL does the same with peft);
+* a LoRA policy (:mod:`agents.hf.lora`, a fresh adapter or one loaded by ``init_from``): the same
+  model with the adapter switched off -- no second copy (TRL does the same with peft);
 * DeepSpeed: the reference model goes through its own ``deepspeed.initialize`` in eval mode
   without optimizer (TRL's ``prepare_deepspeed``): ZeRO-3 partitions it like the policy, other
   stages hold a full copy per process (stage 0). Under ZeRO-3 with ``zero3_init_flag`` the

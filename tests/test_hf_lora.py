@@ -11,8 +11,8 @@ import torch
 pytest.importorskip("peft")
 
 from agents.config import load_config
-from agents.hf.lora import ADAPTER_DIR, has_adapter, is_checkpointing
-from agents.hf.lora import main as lora_main
+from agents.hf.lora import ADAPTER_DIR, LoraSettings, apply_lora, base_state_dict, check_adapter, has_adapter, is_checkpointing
+from agents.hf.lora.__main__ import main as lora_main
 from agents.hf.policy import HFDiffusionPolicy
 from agents.metrics_log import MetricsLog
 from agents.trainer import Trainer
@@ -35,10 +35,8 @@ def config(tmp_path, folder, **overrides):
 
 def weights(policy: HFDiffusionPolicy) -> dict[str, torch.Tensor]:
     """The backbone's base weights by their plain transformers names (adapter tensors dropped)."""
-    from agents.hf.lora import _base_state_dict
-
     backbone = policy.model.backbone
-    state = _base_state_dict(backbone) if has_adapter(backbone) else backbone.state_dict()
+    state = base_state_dict(backbone) if has_adapter(backbone) else backbone.state_dict()
     return {k: v.detach().clone() for k, v in state.items()}
 
 
@@ -113,14 +111,48 @@ def test_lora_settings_are_checked_with_a_fix(qwen2, tmp_path):
         Trainer(config(tmp_path, qwen2, lora_target_modules="no_such_proj", **{"lora_r": 2}))
     with pytest.raises(ValueError, match="lora_alpha"):
         config(tmp_path, qwen2, lora_r=2, lora_alpha=0.0)
-    saved = tmp_path / "lora_ckpt"
-    policy = HFDiffusionPolicy.from_hf(qwen2, "a2d")
-    from agents.hf.lora import LoraSettings, apply_lora
-
-    apply_lora(policy, LoraSettings(2, 4.0))
-    policy.save_pretrained(str(saved))
+    saved = lora_checkpoint(qwen2, tmp_path / "lora_ckpt", LoraSettings(2, 4.0, target_modules=("q_proj", "v_proj")))
+    same = dict(init_from=str(saved), lora_r=2, lora_alpha=4.0, lora_target_modules="q_proj,v_proj")
     with pytest.raises(ValueError, match=r"LoRA adapter \(r=2\) but lora_r is 0; set lora_r: 2"):
         Trainer(config(tmp_path, qwen2, init_from=str(saved)))
+    with pytest.raises(ValueError, match=r"adapter has r=2 but lora_r is 4; set lora_r: 2"):
+        Trainer(config(tmp_path, qwen2, **{**same, "lora_r": 4}))
+    loaded = HFDiffusionPolicy.from_pretrained(str(saved)).model.backbone
+    with pytest.raises(ValueError, match=r"adapter has alpha=4.0 but lora_alpha is 8.0; set lora_alpha: 4.0"):
+        check_adapter(loaded, LoraSettings(2, 8.0, target_modules=("q_proj", "v_proj")))
+    for other in ("all-linear", ("q_proj", "k_proj", "v_proj"), ("q_proj",)):
+        with pytest.raises(ValueError, match=r"wraps 4 modules named \['q_proj', 'v_proj'\].*set lora_target_modules: q_proj,v_proj"):
+            check_adapter(loaded, LoraSettings(2, 4.0, target_modules=other))
+    check_adapter(loaded, LoraSettings(2, 4.0, target_modules=("v_proj", "q_proj")))  # the same modules: fine
+    linear = HFDiffusionPolicy.from_pretrained(str(lora_checkpoint(qwen2, tmp_path / "linear", LoraSettings(2, 4.0))))
+    check_adapter(linear.model.backbone, LoraSettings(2, 4.0))  # all-linear as peft resolved it
+    with pytest.raises(ValueError, match=r"wraps 14 modules named .* but lora_target_modules: q_proj,v_proj names 4"):
+        check_adapter(linear.model.backbone, LoraSettings(2, 4.0, target_modules=("q_proj", "v_proj")))
+
+
+def lora_checkpoint(folder, out, settings: LoraSettings, seed: int = 0):
+    """A checkpoint of ``folder`` with an adapter of ``settings`` moved off its zero start (lora_B random)."""
+    policy = HFDiffusionPolicy.from_hf(folder, "a2d")
+    apply_lora(policy, settings)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in policy.model.backbone.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen))
+    policy.save_pretrained(str(out))
+    return out
+
+
+def test_kl_reference_after_init_from_a_lora_checkpoint_is_the_base_with_the_adapter_off(qwen2, tmp_path):
+    saved = lora_checkpoint(qwen2, tmp_path / "lora_ckpt", LoraSettings(4, 8.0))
+    trainer = Trainer(config(tmp_path, qwen2, init_from=str(saved), regularizer="kl", beta=0.5, max_steps=1,
+                             gradient_checkpointing=False, **LORA))  # fmt: skip
+    assert trainer.reference.model._denoiser is trainer.accelerator.unwrap_model(trainer.model)  # no deep copy
+    x = torch.tensor([[5, 6, 7, trainer.policy.ids.mask, 9]])
+    base = HFDiffusionPolicy.from_hf(saved, "a2d").model.eval()  # the checkpoint's top level: its base weights
+    with torch.no_grad():
+        assert torch.allclose(trainer.reference.model(x).logits, base(x).logits, atol=1e-5)  # the base under the adapter
+        assert not torch.allclose(trainer.policy.model(x).logits, base(x).logits, atol=1e-3)  # the policy: adapter on
 
 
 def test_a_lora_run_resumes_exactly(qwen2, tmp_path):

@@ -175,7 +175,7 @@ def test_two_rl_steps_through_lavida_train_then_lavida_eval_on_the_checkpoint(fo
     assert results["n"] == 2 and results["policy"]["decoding"]["backbone"] == "vlm"
 
 
-def test_a_lora_adapter_round_trips_through_save_and_load(folder, tmp_path):
+def test_a_lora_adapter_round_trips_through_save_and_load_and_merges(folder, tmp_path):
     pytest.importorskip("peft")
     from agents.hf.lora import LoraSettings, apply_lora
 
@@ -196,6 +196,15 @@ def test_a_lora_adapter_round_trips_through_save_and_load(folder, tmp_path):
         assert torch.allclose(loaded.log_likelihood(r, "complementary", 0), policy.log_likelihood(r, "complementary", 0), atol=1e-5)
         base = HFVLMDiffusionPolicy.from_hf(folder).log_likelihood(r, "complementary", 0)
         assert not torch.allclose(loaded.log_likelihood(r, "complementary", 0), base, atol=1e-3)
+    from agents.hf.lora import has_adapter
+    from agents.hf.lora.__main__ import main as lora_main
+
+    assert lora_main(["merge", str(tmp_path / "lora"), str(tmp_path / "merged")]) == 0  # the class from policy_config.json
+    merged = HFVLMDiffusionPolicy.from_pretrained(str(tmp_path / "merged"))
+    merged.decoding = policy.decoding
+    assert not has_adapter(merged.model.backbone) and not (tmp_path / "merged" / "adapter").exists()
+    with torch.no_grad():
+        assert torch.allclose(merged.log_likelihood(r, "complementary", 0), loaded.log_likelihood(r, "complementary", 0), atol=1e-4)
 
 
 def test_bad_folders_get_errors_naming_the_fix(tmp_path):

@@ -21,7 +21,6 @@ ALLOWED_CYCLES: list[frozenset[str]] = [
         "agents.checkpoint", "agents.diffusion.policy", "agents.sft", "agents.token_policy",
         "agents.train_batch",
     }),
-    frozenset({"agents.hf.lora", "agents.hf.policy"}),
 ]
 
 # "module:qualname" of functions still over MAX_FUNCTION_LINES lines. Only shrink this.
