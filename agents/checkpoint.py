@@ -1,4 +1,4 @@
-"""Trainer checkpoints: everything a killed run needs to continue exactly (DESIGN section 5).
+"""Trainer checkpoints: everything a killed run needs to continue exactly (docs/design.md, "Training").
 
 Layout of ``output_dir/checkpoint-STEP/``:
 

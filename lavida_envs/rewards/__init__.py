@@ -1,4 +1,4 @@
-"""Verifiable rewards (DESIGN section 3), imported lazily so each stays cheap to load.
+"""Verifiable rewards (docs/design.md, "Rewards"), imported lazily so each stays cheap to load.
 
 ``from lavida_envs.rewards import math_equal`` imports only the math module.
 """

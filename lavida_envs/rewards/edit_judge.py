@@ -8,7 +8,7 @@ scores in 0..10: ``SC`` (semantic consistency: does the image follow the instruc
     score = sqrt(SC * PQ) / 10          in [0, 1]
 
 (the VIEScore "overall" rule). ``policy`` is anything with
-``act(observations: list[dict], num_samples=1) -> list[list[action]]`` (DESIGN section 4)
+``act(observations: list[dict], num_samples=1) -> list[list[action]]`` (docs/design.md, "Public API")
 or a plain callable ``obs -> action``; an action is a str or ``{"text": str, ...}``.
 
 Accepted replies (the last occurrence wins): ``SC: 7, PQ: 8`` (also ``semantic
