@@ -26,6 +26,8 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from agents.state_codec import register_state_type
+
 __all__ = [
     "TRAINABLE_MEMBERS", "CallablePolicy", "Policy", "Rollouts", "TrainablePolicy", "as_policy", "expand_forced",
     "missing_members", "require_trainable",
@@ -41,6 +43,7 @@ class Policy(Protocol):
         ...
 
 
+@register_state_type
 @dataclass
 class Rollouts:
     """Sampled responses of a batch: token ids, masks, decoded text/actions, unmask record."""

@@ -45,7 +45,10 @@ import torch
 
 from agents.losses import frac_zero_std, group_std
 from agents.policy import Rollouts, TrainablePolicy
+from agents.state_codec import register_state_type
 from lavida_envs.scoring import StepResult, score_actions
+
+register_state_type(StepResult)  # a checkpoint holds the rollout batch's step results
 
 __all__ = [
     "ForcingConfig",
@@ -64,6 +67,7 @@ __all__ = [
 ]
 
 
+@register_state_type
 @dataclass(frozen=True)
 class Problem:
     """One group's problem: the env it comes from (a key of ``envs``) and its index."""
@@ -72,6 +76,7 @@ class Problem:
     index: int
 
 
+@register_state_type
 @dataclass(frozen=True)
 class ForcingConfig:
     """Answer-forcing settings (TrainConfig's ``answer_forcing``/``forcing_*`` fields)."""
@@ -103,6 +108,7 @@ class ForcingConfig:
         return self.template.format(answer=answer.strip())
 
 
+@register_state_type
 @dataclass
 class GroupBatch:
     """Scored groups ready for advantages: kept rows, rewards and group ids (group-major)."""

@@ -19,18 +19,33 @@ the trainer's (``lavida train --phase sft`` / ``--env``; docs/design.md, "Traini
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.diffusion.layout import task_of
-from agents.diffusion.policy import DiffusionPolicy
+from agents.diffusion.layout import ResponseLayout, task_of
 from agents.diffusion.rows import RowBatch, assemble
+from agents.diffusion.tokenizer import SpecialIds
 from agents.policy import Rollouts
 
-__all__ = ["build_sft_batch", "image_hash", "reference_action", "sft_examples"]
+__all__ = ["SFTPolicy", "build_sft_batch", "image_hash", "reference_action", "sft_examples"]
+
+
+class SFTPolicy(Protocol):
+    """What :func:`build_sft_batch` reads of a policy (an ``agents.token_policy.TokenPolicy`` has it all)."""
+
+    ids: SpecialIds
+    codec: Any
+
+    def layout(self, task: str) -> ResponseLayout: ...
+
+    def text_ids(self, text: str) -> list[int]: ...
+
+    def prompt_ids(self, observation: dict) -> list[int]: ...
+
+    def pixel_values(self, observations: list[dict]) -> Any: ...
 
 
 def image_hash(image: np.ndarray) -> str:
@@ -66,7 +81,7 @@ def sft_examples(
         index += 1
 
 
-def build_sft_batch(policy: DiffusionPolicy, observations: list[dict], targets: list[str | dict]) -> Rollouts:
+def build_sft_batch(policy: SFTPolicy, observations: list[dict], targets: list[str | dict]) -> Rollouts:
     """Rollouts whose responses are the reference ``targets`` (one per observation)."""
     if len(observations) != len(targets):
         raise ValueError(f"got {len(observations)} observations but {len(targets)} targets")

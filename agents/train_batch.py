@@ -40,6 +40,7 @@ import torch
 from agents.losses import distill_advantages, grpo_advantages, mix_advantages
 from agents.policy import Rollouts
 from agents.rollout import ForcingConfig, GroupBatch, Problem, batch_rewards, collect_groups, open_problems
+from agents.state_codec import register_state_type
 from lavida_envs import TASK_ENV_IDS
 from lavida_envs.scoring import score_actions
 
@@ -63,6 +64,7 @@ def derive_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+@register_state_type
 @dataclass
 class TrainBatch:
     """One micro-batch of a step: rollout parts (one per task) with advantages, SFT parts, mask seed."""

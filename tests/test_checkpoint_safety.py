@@ -119,6 +119,18 @@ def test_state_encoding_round_trips_numpy_dataclasses_and_plain_data():
     }
 
 
+def test_importing_the_trainer_checkpoint_alone_registers_every_state_dataclass():
+    """Each state dataclass registers itself where it is defined; agents.checkpoint imports them all."""
+    import subprocess
+
+    code = "import agents.checkpoint as c; print(' '.join(sorted(c.STATE_TYPES)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == sorted([
+        "agents.policy.Rollouts", "agents.rollout.ForcingConfig", "agents.rollout.GroupBatch",
+        "agents.rollout.Problem", "agents.train_batch.TrainBatch", "lavida_envs.scoring.StepResult",
+    ])  # fmt: skip
+
+
 def test_saving_an_unknown_type_names_the_field():
     with pytest.raises(TypeError, match=r"local\['batches'\]\[0\].*Path"):
         from pathlib import Path

@@ -44,6 +44,7 @@ from agents.diffusion.sampler import check_cache, check_threshold
 from agents.diffusion.rows import RowBatch, assemble, tagged_model_fn, with_tags
 from agents.diffusion.tokenizer import SpecialIds, build_tokenizer, special_ids
 from agents.policy import Rollouts, expand_forced
+from agents.policy_files import check_policy_files
 from agents.token_policy import TokenPolicy
 
 if TYPE_CHECKING:
@@ -348,9 +349,7 @@ def read_policy_meta(
         raise ValueError(f"{meta_path}: not valid JSON ({exc}); the checkpoint is truncated or corrupt: save it again or use another") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path}: holds a {type(meta).__name__}, not a policy config object; save the policy again")
-    from agents.checkpoint import check_policy_files  # model and tokenizer files: named errors before loading
-
-    check_policy_files(path)
+    check_policy_files(path)  # model and tokenizer files: named errors before loading
     if fmt is not None and meta.get("format") != fmt:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {fmt!r}; load it with its own class")
     for key in ("decoding", "codec"):
