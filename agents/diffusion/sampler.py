@@ -39,7 +39,7 @@ Contract (``sample``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 import warnings
 
 import torch
@@ -342,6 +342,63 @@ def _threshold_work(response, plan: _Plan, mask_id: int):
     return masked & (of_position.unsqueeze(0) == current_block.unsqueeze(1)), current_block
 
 
+class _Work(NamedTuple):
+    """One step's work: eligible positions (B, G), rows that unmask something (B,), each row's block (B,), quota (B,)."""
+
+    eligible: torch.Tensor
+    rows: torch.Tensor
+    blocks: torch.Tensor
+    quota: torch.Tensor | None  # tokens to unmask per row (fixed schedule only)
+
+
+class _Schedule:
+    """The fixed schedule: ``plan.steps`` steps, each unmasking its quota of the step's block."""
+
+    def __init__(self, plan: _Plan, mask_id: int) -> None:
+        self.plan, self.mask_id = plan, mask_id
+
+    def work(self, response: torch.Tensor, record: torch.Tensor, step: int) -> _Work | None:
+        """The work of 0-based ``step``; None once the schedule is done."""
+        if step >= self.plan.steps:
+            return None
+        eligible, quota, blocks = _scheduled_work(response, record, self.plan, step, self.mask_id)
+        return _Work(eligible, quota > 0, blocks, quota)
+
+    def transfer(self, work: _Work, idx: torch.Tensor, eligible: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """Positions (n, G) of rows ``idx`` to unmask: each row's ``quota`` most confident ones."""
+        return _rank(confidence) < work.quota[idx].unsqueeze(1)
+
+
+class _Threshold:
+    """Threshold decoding: every masked position of the row's current block above ``threshold``, at least one."""
+
+    def __init__(self, plan: _Plan, mask_id: int, threshold: float) -> None:
+        self.plan, self.mask_id, self.threshold = plan, mask_id, threshold
+
+    def work(self, response: torch.Tensor, record: torch.Tensor, step: int) -> _Work | None:
+        """The rows whose current block still has masks; None once no row has any."""
+        eligible, blocks = _threshold_work(response, self.plan, self.mask_id)
+        rows = eligible.any(dim=1)
+        if not bool(rows.any()):
+            return None
+        return _Work(eligible, rows, blocks, None)
+
+    def transfer(self, work: _Work, idx: torch.Tensor, eligible: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """Positions (n, G) of rows ``idx`` to unmask: confidence over the threshold, or the row's most confident."""
+        return eligible & ((confidence > self.threshold) | (_rank(confidence) == 0))
+
+
+class _FullForward:
+    """No cache (``none``): one full forward of the chosen rows per step; the store interface of :class:`_KVStore`."""
+
+    def logits(self, model_fn: ModelFn, x, mask, idx, blocks, plan: _Plan, mode: str) -> tuple[torch.Tensor, int]:
+        """Response logits (n, G, V) of rows ``idx`` and the one call made."""
+        logits = model_fn(x[idx], None if mask is None else mask[idx])
+        if logits.dim() != 3 or tuple(logits.shape[:2]) != (idx.numel(), x.shape[1]):
+            raise ValueError(f"model_fn must return (B, L, V) logits for {(idx.numel(), x.shape[1])}, got {tuple(logits.shape)}")
+        return logits[:, plan.prompt_len :], 1
+
+
 def _uniform(shape, generator, device, dtype=torch.float32):
     gen_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
@@ -396,6 +453,35 @@ def rebuild_state(
     return SamplerState(sequences, torch.where(keep, unmask_step, torch.zeros_like(unmask_step)), int(step))
 
 
+def _start(prompt_ids, forced_ids, forced_mask, state: SamplerState | None, plan: _Plan, mask_id: int, threshold) -> SamplerState:
+    """The state a call starts from: fresh (with any forced tokens) or a checked copy of ``state``."""
+    if state is None:
+        return _initial_state(prompt_ids, forced_ids, forced_mask, plan, mask_id)
+    if forced_ids is not None or forced_mask is not None:
+        raise ValueError("pass forced tokens when starting a rollout; a resumed state already holds them")
+    return _check_state(state, prompt_ids, plan, threshold)
+
+
+def _step(model_fn, store, strategy, work: _Work, x, record, full_mask, step: int, plan: _Plan, mode: str, decode: dict) -> int:
+    """Unmask this step's positions of the rows in ``work`` in place (``x``, ``record``); returns the model calls made."""
+    prompt_len, banned = plan.prompt_len, decode["banned"]
+    response = x[:, prompt_len:]
+    idx = work.rows.nonzero(as_tuple=True)[0]
+    logits, calls = store.logits(model_fn, x, full_mask, idx, work.blocks[idx], plan, mode)
+    if max(banned) >= logits.shape[-1] or min(banned) < 0:
+        raise ValueError(f"mask_id/suppress_ids {banned} out of range for vocab size {logits.shape[-1]}")
+    eligible = work.eligible[idx]
+    tokens, confidence = _predict(logits, eligible, **decode)
+    transfer = strategy.transfer(work, idx, eligible, confidence)
+    new_response = response[idx]
+    new_response[transfer] = tokens[transfer]
+    new_record = record[idx]
+    new_record[transfer] = step
+    x[idx, prompt_len:] = new_response
+    record[idx] = new_record
+    return calls
+
+
 @torch.no_grad()
 def sample(
     model_fn: ModelFn,
@@ -425,64 +511,23 @@ def sample(
     """
     plan = _validate(prompt_ids, attention_mask, gen_length, steps, block_length, temperature, remasking, threshold)
     mode = resolve_cache(model_fn, cache)
-    if state is None:
-        current = _initial_state(prompt_ids, forced_ids, forced_mask, plan, mask_id)
-    elif forced_ids is not None or forced_mask is not None:
-        raise ValueError("pass forced tokens when starting a rollout; a resumed state already holds them")
-    else:
-        current = _check_state(state, prompt_ids, plan, threshold)
+    current = _start(prompt_ids, forced_ids, forced_mask, state, plan, mask_id, threshold)
     batch, prompt_len = prompt_ids.shape
     full_mask = None
     if attention_mask is not None:
         ones = torch.ones(batch, gen_length, dtype=torch.bool, device=prompt_ids.device)
         full_mask = torch.cat([attention_mask.to(torch.bool), ones], dim=1)
     banned = sorted({int(mask_id), *(int(i) for i in (suppress_ids or []))})
+    decode = dict(temperature=temperature, remasking=remasking, banned=banned, generator=generator)
+    strategy = _Schedule(plan, mask_id) if threshold is None else _Threshold(plan, mask_id, threshold)
+    store = _KVStore(batch, prompt_ids.device) if mode != "none" else _FullForward()
     x, record, step, start, nfe = current.sequences, current.unmask_step, current.step, current.step, 0
-    store = _KVStore(batch, prompt_ids.device) if mode != "none" else None
     if on_step is not None:
         on_step(SamplerState(x.clone(), record.clone(), step))
-    while True:
-        response = x[:, prompt_len:]
-        if threshold is None:
-            if step >= plan.steps:
-                break
-            eligible, quota, blocks = _scheduled_work(response, record, plan, step, mask_id)
-            rows = quota > 0
-        else:
-            eligible, blocks = _threshold_work(response, plan, mask_id)
-            rows = eligible.any(dim=1)
-            if not bool(rows.any()):
-                break
+    while (work := strategy.work(x[:, prompt_len:], record, step)) is not None:
         step += 1
-        if bool(rows.any()):
-            idx = rows.nonzero(as_tuple=True)[0]
-            if store is None:
-                logits = model_fn(x[idx], None if full_mask is None else full_mask[idx])
-                if logits.dim() != 3 or tuple(logits.shape[:2]) != (idx.numel(), x.shape[1]):
-                    raise ValueError(
-                        f"model_fn must return (B, L, V) logits for {(idx.numel(), x.shape[1])}, got {tuple(logits.shape)}"
-                    )
-                logits, calls = logits[:, prompt_len:], 1
-            else:
-                logits, calls = store.logits(model_fn, x, full_mask, idx, blocks[idx], plan, mode)
-            nfe += calls
-            if max(banned) >= logits.shape[-1] or min(banned) < 0:
-                raise ValueError(f"mask_id/suppress_ids {banned} out of range for vocab size {logits.shape[-1]}")
-            tokens, confidence = _predict(
-                logits, eligible[idx], temperature=temperature, remasking=remasking,
-                banned=banned, generator=generator,
-            )  # fmt: skip
-            rank = _rank(confidence)
-            if threshold is None:
-                transfer = rank < quota[idx].unsqueeze(1)
-            else:
-                transfer = eligible[idx] & ((confidence > threshold) | (rank == 0))
-            new_response = response[idx]
-            new_response[transfer] = tokens[transfer]
-            new_record = record[idx]
-            new_record[transfer] = step
-            x[idx, prompt_len:] = new_response
-            record[idx] = new_record
+        if bool(work.rows.any()):
+            nfe += _step(model_fn, store, strategy, work, x, record, full_mask, step, plan, mode, decode)
         if on_step is not None:
             on_step(SamplerState(x.clone(), record.clone(), step))
     return SampleOutput(sequences=x, unmask_step=record, nfe=nfe, steps_taken=step - start)
