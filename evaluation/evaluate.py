@@ -368,9 +368,12 @@ def _sample_files(out: Path) -> list[Path]:
     return [out / SAMPLES_FILE, *sorted(out.glob("samples.part*.jsonl"))] if out.is_dir() else []
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``lavida eval`` with ``argv``; 0 on success, 2 on bad arguments."""
-    t0 = time.time()
+class _Stop(Exception):
+    """A refusal of ``lavida eval``: printed as ``lavida eval: MESSAGE``, exit status 2."""
+
+
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict, dict, int]:
+    """Arguments, ``--env-kwargs``, ``--policy-kwargs`` and the thread count; a bad one exits 2 (argparse)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     for flag in ("episodes", "samples", "batch_size"):
@@ -388,15 +391,14 @@ def main(argv: list[str] | None = None) -> int:
         threads = apply_threads(args.threads)
     except ValueError as exc:
         parser.error(str(exc))
-    dist, out = _dist(), Path(args.out)
-    warning = single_process_launch_warning(dist.world)
-    if warning:
-        print(f"lavida eval: warning: {warning}", file=sys.stderr)
-    config = _config(args, env_kwargs, policy_kwargs)
+    return args, env_kwargs, policy_kwargs, threads
+
+
+def _prepare_out(out: Path, config: dict[str, Any], args: argparse.Namespace, dist: Dist) -> set[int]:
+    """Check (or with ``--overwrite`` clear) the output folder; the episode indices already done (every rank)."""
     problem = None if args.overwrite else _check_out_dir(out, config, args.resume)
     if problem:
-        print(f"lavida eval: {problem}", file=sys.stderr)
-        return 2
+        raise _Stop(problem)
     dist.barrier()
     if args.overwrite and dist.rank == 0:
         removed = _clear_out_dir(out)
@@ -406,10 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         done = {row["index"] for path in _sample_files(out) for row in read_rows(path)}
     except ValueError as exc:
-        print(f"lavida eval: {exc}", file=sys.stderr)
-        return 2
+        raise _Stop(str(exc)) from None
     dist.barrier()
+    return done
 
+
+def _load(args: argparse.Namespace, env_kwargs: dict, policy_kwargs: dict) -> tuple[Any, list[int], Any]:
+    """The env, the episode indices to evaluate and the policy; a bad env, spec or folder is a :class:`_Stop`."""
     import gymnasium as gym
 
     import lavida_envs  # noqa: F401  (registers the ids)
@@ -420,17 +425,14 @@ def main(argv: list[str] | None = None) -> int:
         indices = _indices(env, args.start_index, args.episodes)
         policy = resolve_policy(args.policy, **policy_kwargs)
     except (ValueError, TypeError, OSError, gym.error.Error) as exc:  # OSError: a missing or unreadable folder
-        print(f"lavida eval: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    decoding_note = _checkpoint_decoding_note(args.policy, policy_kwargs)
-    if decoding_note and dist.rank == 0:
-        print(f"lavida eval: {decoding_note}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    if dist.rank == 0:  # only once env and policy loaded: a failed load leaves nothing to refuse a rerun
-        write_json(out / CONFIG_FILE, config)
+        raise _Stop(f"{type(exc).__name__}: {exc}") from None
+    return env, indices, policy
+
+
+def _run(args: argparse.Namespace, env: Any, policy: Any, todo: list[int], dist: Dist, out: Path) -> None:
+    """Evaluate this rank's episodes ``todo``, appending each row to its samples file as it finishes."""
     if args.device or dist.device is not None:
         _place(policy, args.device or dist.device)
-    todo = [i for i in indices[dist.rank :: dist.world] if i not in done]
     target = out / (SAMPLES_FILE if dist.world == 1 else f"samples.part{dist.rank}.jsonl")
     if target.is_file():
         write_rows(target, read_rows(target))  # drop a line cut off by a kill before appending
@@ -442,26 +444,56 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(todo), desc=f"eval {args.env}", unit="ep", disable=args.no_progress or dist.rank != 0)
     with open(target, "a", encoding="utf-8") as handle, bar:
         evaluate_episodes(env, policy, todo, args.samples, args.batch_size, args.seed,
-                          lambda row: append_row(handle, row), bar)
-    dist.barrier()
-    if dist.rank != 0:
-        return 0
+                          lambda row: append_row(handle, row), bar)  # fmt: skip
+
+
+def _report(out: Path, indices: list[int], extra: dict[str, Any], results_of: Callable[[list[dict]], dict]) -> int:
+    """Rank 0: merge every rank's rows into samples.jsonl, write results.json and print the summary; 1 if any are missing."""
     rows = [r for r in merge_rows(*(read_rows(p) for p in _sample_files(out))) if r["index"] in set(indices)]
     missing = sorted(set(indices) - {r["index"] for r in rows})
     if missing:
         print(f"lavida eval: {len(missing)} episodes missing (first {missing[:5]}); rerun with --resume",
-              file=sys.stderr)
+              file=sys.stderr)  # fmt: skip
         return 1
     write_rows(out / SAMPLES_FILE, rows)
     for path in _sample_files(out)[1:]:
         path.unlink()
-    results = _results(config, env, policy, rows, indices, args, dist, argv, t0, len(done))
-    results["run"]["threads"] = threads
-    if decoding_note:
-        results["policy"]["decoding_note"] = decoding_note
+    results = results_of(rows)
+    results["run"]["threads"] = extra["threads"]
+    if extra.get("decoding_note"):
+        results["policy"]["decoding_note"] = extra["decoding_note"]
     write_json(out / RESULTS_FILE, results)
     print(summary_line(results))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``lavida eval`` with ``argv`` (parse, run, report); 0 on success, 2 on bad arguments."""
+    t0 = time.time()
+    args, env_kwargs, policy_kwargs, threads = _parse(argv)
+    dist, out = _dist(), Path(args.out)
+    warning = single_process_launch_warning(dist.world)
+    if warning:
+        print(f"lavida eval: warning: {warning}", file=sys.stderr)
+    config = _config(args, env_kwargs, policy_kwargs)
+    try:
+        done = _prepare_out(out, config, args, dist)
+        env, indices, policy = _load(args, env_kwargs, policy_kwargs)
+    except _Stop as stop:
+        print(f"lavida eval: {stop}", file=sys.stderr)
+        return 2
+    decoding_note = _checkpoint_decoding_note(args.policy, policy_kwargs)
+    if decoding_note and dist.rank == 0:
+        print(f"lavida eval: {decoding_note}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    if dist.rank == 0:  # only once env and policy loaded: a failed load leaves nothing to refuse a rerun
+        write_json(out / CONFIG_FILE, config)
+    _run(args, env, policy, [i for i in indices[dist.rank :: dist.world] if i not in done], dist, out)
+    dist.barrier()
+    if dist.rank != 0:
+        return 0
+    results_of = lambda rows: _results(config, env, policy, rows, indices, args, dist, argv, t0, len(done))  # noqa: E731
+    return _report(out, indices, {"threads": threads, "decoding_note": decoding_note}, results_of)
 
 
 def _results(config, env, policy, rows, indices, args, dist, argv, t0, resumed) -> dict[str, Any]:
