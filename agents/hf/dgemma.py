@@ -97,10 +97,10 @@ class DGemmaPolicy(TokenPolicy):
         """Load a local DiffusionGemma folder (model, tokenizer, image processor); ``settings``: the __init__ knobs."""
         from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 
-        from agents.hf.policy import _folder
+        from agents.hf.loaders import hf_folder
         from agents.hf.vlm import _load_processing
 
-        folder = _folder(path)
+        folder = hf_folder(path)
         if not is_dgemma_folder(folder):
             raise ValueError(f"{str(folder)!r} is not a DiffusionGemma folder (config.json model_type must be {MODEL_TYPE!r})")
         processor, image_processor = _load_processing(folder, False)

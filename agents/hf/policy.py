@@ -44,7 +44,6 @@ import json
 import os
 import warnings
 from dataclasses import asdict
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -54,17 +53,15 @@ from torch import nn
 from agents.diffusion.codec import PaletteCodec
 from agents.diffusion.layout import ResponseLayout
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, DiffusionPolicy, read_policy_meta
-from agents.hf.attention import bidirectional_attn_implementation
 from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size, keys_and_positions, text_special_ids
-from agents.hf.dream import is_dream, load_dream, write_dream_config
-from agents.hf.llada import LLaDAModelLM, is_llada
+from agents.hf.dream import is_dream, write_dream_config
+from agents.hf.loaders import Source, hf_folder, pick_loader
 from agents.policy import Rollouts
 
 __all__ = ["FORMAT", "KINDS", "HFDenoiser", "HFDiffusionPolicy"]
 
 FORMAT = "lavida-hf-diffusion"
 KINDS = ("a2d", "llada", "dream")
-ADDED_MASK = "<|mdm_mask|>"
 
 
 class HFDenoiser(HFDenoiserBase):
@@ -110,26 +107,6 @@ class HFDenoiser(HFDenoiserBase):
         return self.kind == "a2d" or self.published_config is not None
 
 
-def _folder(path: str | os.PathLike) -> Path:
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{str(folder)!r} is not a directory (an HF model folder with config.json is needed)")
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{str(folder)!r} has no config.json: not a Hugging Face model folder")
-    return folder
-
-
-def _mask_id(explicit: int | None, config: Any, tokenizer: Any, folder: Path) -> int | None:
-    for source, value in (("mask_token_id=", explicit), ("config.mask_token_id", getattr(config, "mask_token_id", None)),
-                          ("tokenizer.mask_token_id", tokenizer.mask_token_id)):  # fmt: skip
-        if value is not None:
-            vocab = getattr(config, "vocab_size", None)
-            if vocab is not None and not 0 <= int(value) < int(vocab):
-                raise ValueError(f"{source} = {value} is outside the vocabulary of {vocab} tokens in {str(folder)!r}")
-            return int(value)
-    return None
-
-
 class HFDiffusionPolicy(DiffusionPolicy):
     """A Hugging Face LM as a trainable masked-diffusion policy (module docstring)."""
 
@@ -155,93 +132,20 @@ class HFDiffusionPolicy(DiffusionPolicy):
                 mask_token_id: int | None = None, decoding: DecodingConfig | None = None, dtype: Any = None,
                 use_chat_template: bool | None = None) -> HFDiffusionPolicy:  # fmt: skip
         """Load a local HF folder as ``kind`` (``a2d`` | ``llada`` | ``dream`` | ``auto``: llada, or dream by config)."""
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        from transformers import AutoTokenizer
 
-        folder = _folder(path)
+        folder = hf_folder(path)
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        auto_map = raw.get("auto_map") or {}
-        model_type = str(raw.get("model_type", ""))
-        causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
         if kind == "auto":
             kind = "dream" if is_dream(raw) else "llada"
         if kind not in KINDS:
             raise ValueError(f"kind must be 'auto' or one of {KINDS}, got {kind!r}")
-        extra: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
-        published: dict[str, Any] | None = None
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code and bool(auto_map))
-        if kind == "a2d":
-            if not causal:
-                raise ValueError(
-                    f"{str(folder)!r} (model_type {model_type!r}) is not a causal LM transformers knows; hf-a2d: needs one "
-                    f"(e.g. llama, qwen2, qwen3); a masked-diffusion folder goes under hf-dllm:"
-                )
-            attn = bidirectional_attn_implementation(raw, folder)
-            extra.update({"attn_implementation": attn} if attn else {})
-            backbone = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, **extra)
-            mask = _mask_id(mask_token_id, SimpleNamespace(), tokenizer, folder)
-            if mask is None:
-                tokenizer.add_special_tokens({"mask_token": ADDED_MASK})
-                mask = tokenizer.mask_token_id
-            if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
-                with torch.random.fork_rng(devices=[]):  # the new mask row's random init: fixed by seed (train == eval)
-                    torch.manual_seed(seed)
-                    backbone.resize_token_embeddings(len(tokenizer))
-            remote = False
-        elif kind == "dream" and is_dream(raw):  # native: Qwen2 modules, Dream's key names, no remote code
-            backbone = load_dream(folder, raw, dtype)
-            mask = _mask_id(mask_token_id, SimpleNamespace(**raw), tokenizer, folder)
-            if mask is None:
-                raise ValueError(f"no mask token for Dream in {str(folder)!r}: config.json has no mask_token_id and the "
-                                 "tokenizer no mask token; pass mask_token_id=")  # fmt: skip
-            published, remote = raw, False
-        elif kind == "llada" and is_llada(raw):  # native: Llama modules, LLaDA's key names and config keys
-            backbone = LLaDAModelLM.from_published(folder, dtype)
-            mask = _mask_id(mask_token_id, SimpleNamespace(**raw), tokenizer, folder)
-            if mask is None:
-                raise ValueError(f"no mask token for LLaDA in {str(folder)!r}: config.json has no mask_token_id and the "
-                                 "tokenizer no mask token; pass mask_token_id=")  # fmt: skip
-            published, remote = raw, False
-        elif kind == "llada" and not auto_map.get("AutoModel") and model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-            backbone = AutoModelForMaskedLM.from_pretrained(str(folder), local_files_only=True, **extra)  # BERT-like
-            mask = _mask_id(mask_token_id, backbone.config, tokenizer, folder)
-            if mask is None:
-                raise ValueError(f"no mask token for the masked LM in {str(folder)!r}: config.json has no mask_token_id "
-                                 "and the tokenizer no mask token; pass mask_token_id=")  # fmt: skip
-            remote = False
-        else:
-            if not auto_map.get("AutoModel"):
-                hint = " It is a causal LM: use hf-a2d: to run it as masked diffusion." if causal else ""
-                raise ValueError(
-                    f"{str(folder)!r} is not a masked-diffusion LM folder: its config.json has no auto_map['AutoModel'] "
-                    f"(the remote code LLaDA/Dream checkpoints ship).{hint}"
-                )
-            if not trust_remote_code:
-                raise ValueError(
-                    f"{str(folder)!r} runs its own model code ({auto_map['AutoModel']}); pass trust_remote_code=True "
-                    "(--trust_remote_code true / trust_remote_code: true) if you trust it"
-                )
-            config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=True)
-            mask = _mask_id(mask_token_id, config, tokenizer, folder)
-            if mask is None:
-                raise ValueError(
-                    f"no mask token for the diffusion LM in {str(folder)!r}: config.json has no mask_token_id and the "
-                    "tokenizer no mask token; pass mask_token_id="
-                )
-            try:
-                backbone = AutoModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=True, **extra)
-            except AttributeError as exc:
-                if "all_tied_weights_keys" in str(exc):
-                    raise ValueError(
-                        f"{str(folder)!r}: its remote code does not call self.post_init() in __init__, which this "
-                        "transformers version needs (LLaDA's published code; transformers >= 5.3); add "
-                        "self.post_init() at the end of the model's __init__ or install transformers<5.3"
-                    ) from exc
-                raise
-            remote = True
-        vocab_limit = len(tokenizer)
-        model = HFDenoiser(backbone, kind, mask, vocab_limit, published_config=published)
-        return cls(model, tokenizer, decoding, seed=seed, use_chat_template=use_chat_template, remote_code=remote)
+        trust = trust_remote_code and bool(raw.get("auto_map"))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust)
+        src = Source(folder, raw, tokenizer, mask_token_id, dtype, seed, trust_remote_code)
+        loaded = pick_loader(kind, src)(src)  # one loader per kind (agents.hf.loaders)
+        model = HFDenoiser(loaded.backbone, kind, loaded.mask, len(tokenizer), published_config=loaded.published)
+        return cls(model, tokenizer, decoding, seed=seed, use_chat_template=use_chat_template, remote_code=loaded.remote)
 
     # ----- inputs (text only) -----------------------------------------------------------
     def encode_prompt(self, text: str) -> list[int]:

@@ -44,7 +44,8 @@ from torch import nn
 
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, read_policy_meta
 from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size
-from agents.hf.policy import ADDED_MASK, HFDiffusionPolicy, _folder, _mask_id
+from agents.hf.loaders import ADDED_MASK, hf_folder, mask_id_of
+from agents.hf.policy import HFDiffusionPolicy
 
 __all__ = ["FORMAT", "HFVLMDenoiser", "HFVLMDiffusionPolicy"]
 
@@ -174,7 +175,7 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
 
         if kind != "vlm":
             raise ValueError(f"HFVLMDiffusionPolicy kind must be 'vlm', got {kind!r}")
-        folder = _folder(path)
+        folder = hf_folder(path)
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         model_type, auto_map = str(raw.get("model_type", "")), raw.get("auto_map") or {}
         remote = bool(auto_map) and model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
@@ -197,7 +198,7 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
         backbone = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True,
                                                                trust_remote_code=trust_remote_code, **extra)  # fmt: skip
         image_id = _image_token_id(backbone.config, tokenizer, folder)
-        mask = _mask_id(mask_token_id, text_config, tokenizer, folder)
+        mask = mask_id_of(mask_token_id, text_config, tokenizer, folder)
         if mask is None:
             tokenizer.add_special_tokens({"mask_token": ADDED_MASK})
             mask = tokenizer.mask_token_id
