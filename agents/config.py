@@ -182,6 +182,10 @@ class TrainConfig:
     sft_difficulty: str | None = _field(
         None, "Level the SFT reference rows come from (None = difficulty): SFT on an easier level, RL on a harder one."
     )
+    sft_teacher_error: float = _field(
+        0.0, "Fraction of the 55 one-digit addition facts the SFT teacher gets wrong by one (VisualMath levels 1-2 "
+        "only; docs/testbed.md 'Imperfect references'): systematically wrong references, the verifier still true.",
+    )
     image_size: int = _field(64, "Observation image size (pixels) of every env.")
     # ----- batch ---------------------------------------------------------------------
     prompts_per_step: int = _field(4, "Prompts (groups) sampled per RL step.")
@@ -351,6 +355,7 @@ class TrainConfig:
                 same = " (or None: the same as difficulty)" if name == "sft_difficulty" else ""
                 _fail(name, value, f"use a level 1..5 or 'mixed'{same}")
         self._validate_tasks()
+        self._validate_teacher()
         self._validate_loss()
         self._validate_forcing()
         for task in self.tasks:
@@ -376,6 +381,19 @@ class TrainConfig:
             bad = sorted(set(overrides) - set(DECODING_KEYS))
             if bad:
                 _fail(f"task_decoding.{task}", overrides, f"unknown setting(s) {bad}; allowed: {list(DECODING_KEYS)}")
+
+    def _validate_teacher(self) -> None:
+        # docs/testbed.md, "Imperfect references": the teacher only knows level 1-2 column sums
+        error = self.sft_teacher_error
+        if isinstance(error, bool) or not isinstance(error, (int, float)) or not 0.0 <= error <= 1.0:
+            _fail("sft_teacher_error", error, "must be a fraction in [0, 1]")
+        if error == 0:
+            return
+        tasks = sorted(t for t, w in self.tasks.items() if w > 0)
+        level = self.sft_difficulty if self.sft_difficulty is not None else self.difficulty
+        if tasks != ["visual_math"] or str(level) not in ("1", "2"):
+            _fail("sft_teacher_error", error, f"needs tasks visual_math only at SFT level 1 or 2 (got tasks {tasks}, "
+                  f"level {level!r}): the teacher only knows carry-free column sums")
 
     def _validate_loss(self) -> None:
         for name in ("learning_rate", "sft_learning_rate"):

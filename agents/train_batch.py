@@ -153,14 +153,22 @@ def rollout_advantages(parts: Sequence[GroupBatch], gamma: float, scale_rewards:
     return mix_advantages(gamma, distill_advantages(rewards, group_ids), grpo_advantages(rewards, group_ids, scale_rewards))
 
 
-def sft_rollouts(policy: Any, envs: Mapping[str, Any], problems: Sequence[Problem], order: Sequence[str]) -> list[Rollouts]:
-    """Reference-solution rows of ``problems``, one :class:`Rollouts` per task (``policy.sft_rollouts``)."""
+def sft_rollouts(
+    policy: Any, envs: Mapping[str, Any], problems: Sequence[Problem], order: Sequence[str], teacher_error: float = 0.0
+) -> list[Rollouts]:
+    """Reference-solution rows of ``problems``, one :class:`Rollouts` per task (``policy.sft_rollouts``).
+
+    ``teacher_error > 0``: the references of :func:`agents.teacher.teacher_solution` (wrong facts off by one).
+    """
     from agents.sft import reference_action
+    from agents.teacher import teacher_solution
 
     out = []
     for task, probs in _by_task(problems, order).items():
         groups, observations = open_problems(envs, probs)
         targets = [reference_action(envs[g["env"]], g) for g in groups]
+        if teacher_error:
+            targets = [teacher_solution(t, teacher_error) if isinstance(t, str) else t for t in targets]
         out.append(policy.sft_rollouts(observations, targets))
     return out
 

@@ -196,7 +196,7 @@ class Trainer:
             self.step += 1
             # 6. log, evaluate, checkpoint
             metrics = _mean_over_ranks(gather_object([metrics]))
-            metrics.update(step=self.step, time=time.time() - begin,
+            metrics.update(step=self.step, time=time.time() - begin, cpu_time=time.process_time() - cpu_begin,
                            tokens_per_s=metrics.pop("tokens", 0.0) * acc.num_processes / max(time.time() - started, 1e-9))  # fmt: skip
             self._warn_if_collapsing(metrics, sft_step)
             final = self.step == self.total_steps or self._budget_spent(begin, cpu_begin)
@@ -239,7 +239,7 @@ class Trainer:
     # ----- 1-3: batches -----------------------------------------------------------------
     def _sft_rows(self, count: int) -> list:
         problems = sample_problems(self.config.task_weights, count, self.rngs["sft"], self.sft_envs, self.config.sft_pool)
-        return sft_rollouts(self.policy, self.sft_envs, problems, list(self.config.tasks))
+        return sft_rollouts(self.policy, self.sft_envs, problems, list(self.config.tasks), self.config.sft_teacher_error)
 
     def _sft_batch(self) -> TrainBatch:
         rank = self.accelerator.process_index

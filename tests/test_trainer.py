@@ -47,8 +47,9 @@ def test_rl_run_logs_trl_named_metrics_evaluates_and_saves(tmp_path):
     trl_names = {"reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "entropy", "clip_ratio"}
     ours = {"step", "reward/visual_math", "accuracy/image_edit", "frac_reward_zero_std/after_forcing", "forced_frac",
             "forcing_trigger_frac", "loss/pg", "loss/sft", "loss/kl", "nll/text", "nll/image", "grad_norm",
-            "tokens_per_s", "time", "tree_nfe", "eval/reward/image_edit"}  # fmt: skip
+            "tokens_per_s", "time", "cpu_time", "tree_nfe", "eval/reward/image_edit"}  # fmt: skip
     assert trl_names | ours <= set(rl), sorted(trl_names | ours - set(rl))
+    assert rl["cpu_time"] > sft["cpu_time"] > 0  # process CPU seconds of the loop so far
     assert rl["loss"] == pytest.approx(rl["loss/pg"] + rl["loss/sft"] + rl["loss/kl"], rel=1e-5)
     assert rl["loss/kl"] == 0.0 and "kl" not in rl  # no reference model without regularizer kl
     assert 0 < rl["nll/text"] < 20 and 0 < rl["nll/image"] < 20  # fixed <boi>/<eoi> are not scored
