@@ -52,6 +52,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--out", default="runs/ablate", help="output directory (default runs/ablate)")
     p.add_argument("--table-only", action="store_true", help="only (re)write the table from the runs under --out")
+    p.add_argument("--merge", default=None, metavar="ABLATION_JSON",
+                   help="an earlier sweep's ablation.json: presets with no runs under --out take its runs")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="extra TrainConfig overrides for every run")
     return p.parse_args(argv)
 
@@ -81,14 +83,31 @@ def train_command(preset: str, out_dir: Path, overrides: dict[str, object]) -> l
     return [sys.executable, "-m", "agents.trainer", "--config", str(_preset_path(preset)), *flags]
 
 
-def finished(out_dir: Path, steps: int) -> bool:
-    """Whether ``out_dir/metrics.jsonl`` ends with step ``steps`` and its held-out evaluation."""
+def finished(out_dir: Path, steps: int | None) -> bool:
+    """Whether ``out_dir/metrics.jsonl`` ends with step ``steps`` (None: any step > 0) and its held-out evaluation."""
     log = out_dir / "metrics.jsonl"
     if not log.is_file():
         return False
     lines = log.read_text().strip().splitlines()
     last = json.loads(lines[-1]) if lines else {}
-    return last.get("step") == steps and "eval/reward" in last
+    step_ok = last.get("step") == steps if steps is not None else last.get("step", 0) > 0
+    return step_ok and "eval/reward" in last
+
+
+def run_overrides(preset: str, init: Path, rl_steps: int) -> dict[str, object]:
+    """What the sweep sets in one preset's runs (docs/testbed.md, "Runs").
+
+    An RL preset runs ``rl_steps`` RL steps from ``init``; a preset with ``phase: sft`` (continued
+    SFT, the equal-CPU arm) keeps its own ``max_steps`` and ``max_cpu_minutes``; a preset that
+    names ``init_from`` keeps its own start (e.g. the imperfect teacher's SFT start).
+    """
+    from agents.config import load_config
+
+    config = load_config(str(_preset_path(preset)))
+    start = config.init_from or init
+    if config.phase == "sft":
+        return {"init_from": start}
+    return {"phase": "rl", "sft_steps": 0, "init_from": start, "max_steps": rl_steps}
 
 
 def _run(cmd: list[str], out_dir: Path, threads: int) -> tuple[Path, int, float]:
@@ -141,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     for preset in args.presets:
         for seed in args.seeds:
             run_dir = out / preset / f"seed{seed}"
-            overrides = {"phase": "rl", "sft_steps": 0, "init_from": init, "seed": seed, "max_steps": args.rl_steps,
-                         "eval_every": 0, "eval_episodes": args.eval_episodes, "save_every": 0}  # fmt: skip
-            if not finished(run_dir, args.rl_steps):
+            overrides = {**run_overrides(preset, init, args.rl_steps), "seed": seed, "eval_every": 0,
+                         "eval_episodes": args.eval_episodes, "save_every": 0}  # fmt: skip
+            if not finished(run_dir, overrides.get("max_steps")):
                 runs.append((train_command(preset, run_dir, {**overrides, **args.set}), run_dir))
     print(f"{len(runs)} runs to do ({args.jobs} at a time) under {out}", flush=True)
     failed = 0
@@ -163,7 +182,14 @@ def _print_table(out: Path, args: argparse.Namespace) -> int:
     if not out.is_dir():
         print(f"lavida ablate: {out} does not exist; run the sweep first", file=sys.stderr)
         return 2
-    table = write_table(out, args.presets, args.seeds)
+    from evaluation.ablation_table import earlier_runs
+
+    try:
+        earlier = earlier_runs(Path(args.merge)) if args.merge else None
+    except ValueError as exc:
+        print(f"lavida ablate: {exc}", file=sys.stderr)
+        return 2
+    table = write_table(out, args.presets, args.seeds, earlier)
     print("\n" + table.read_text() + "\n" + (out / "claims.md").read_text())
     print(f"Wrote {table}, {out / 'ablation.csv'}, {out / 'ablation.json'}, {out / 'claims.md'}, {out / 'ablation.png'}")
     return 0

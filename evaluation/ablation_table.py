@@ -8,7 +8,8 @@ A run is ``OUT/PRESET/seedS/metrics.jsonl`` written by ``lavida train``. Per run
 * the mean over RL steps of ``reward``, ``frac_reward_zero_std`` (before forcing),
   ``frac_reward_zero_std/after_forcing``, ``forced_frac``, ``kl``, ``grad_norm``,
   ``tree_nfe``; the maximum ``grad_norm``; the count of ``skipped`` steps and
-  ``collapse_alarm`` s; ``time`` (s, the last step's).
+  ``collapse_alarm`` s; ``time`` (s, the last step's) and ``cpu_time`` (the last step's process CPU seconds
+  of the training loop, held-out evaluations after it excluded).
 
 Intervals use Student's t with ``n - 1`` degrees of freedom (3 seeds: mean ± 4.30 · s/√3).
 ``claims.md`` sets each claim of the paper (``CLAIMS``) against its pair of presets: a verdict
@@ -36,7 +37,7 @@ _STEP_MEANS = ("reward", "frac_reward_zero_std", "frac_reward_zero_std/after_for
 #: Columns of the Markdown table (all columns go to CSV/JSON).
 SHOWN = ("after/eval/reward", "delta/eval/reward", *(f"after/eval/reward/{t}" for t in TASKS), "reward",
          "frac_reward_zero_std", "frac_reward_zero_std/after_forcing", "forced_frac", "kl", "max_grad_norm",
-         "tree_nfe", "collapse_alarm", "time")  # fmt: skip
+         "tree_nfe", "collapse_alarm", "time", "cpu_time")  # fmt: skip
 
 
 #: (claim, preset A, preset B, metrics compared): the paper's claims as preset pairs.
@@ -130,6 +131,8 @@ def run_numbers(log: Path) -> dict[str, float]:
     out["skipped"] = float(sum(r.get("skipped", 0.0) for r in steps))
     out["collapse_alarm"] = float(sum(r.get("collapse_alarm", 0.0) for r in steps))
     out["time"] = float(steps[-1]["time"]) if steps else math.nan
+    cpu = [r["cpu_time"] for r in steps if isinstance(r.get("cpu_time"), (int, float))]
+    out["cpu_time"] = float(cpu[-1]) if cpu else math.nan
     return out
 
 
@@ -141,12 +144,30 @@ def _fmt(summary: dict[str, Any]) -> str:
     return f"{summary['mean']:.3f} ± {summary['half']:.3f}"
 
 
-def write_table(out: Path, presets: Sequence[str], seeds: Sequence[int]) -> Path:
-    """Summarize ``out/PRESET/seedS`` into ``out/ablation.{json,csv,md}``; returns the ``.md`` path."""
+def earlier_runs(path: Path) -> dict[str, list[dict[str, float]]]:
+    """The per-run numbers of an earlier sweep's ``ablation.json`` (its ``runs``), by preset."""
+    try:
+        runs = json.loads(Path(path).read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--merge {path}: not an ablation.json with a 'runs' object ({exc})") from None
+    if not isinstance(runs, dict) or not all(isinstance(v, list) for v in runs.values()):
+        raise ValueError(f"--merge {path}: 'runs' must map each preset to a list of runs")
+    return runs
+
+
+def write_table(out: Path, presets: Sequence[str], seeds: Sequence[int],
+                earlier: dict[str, list[dict[str, float]]] | None = None) -> Path:
+    """Summarize ``out/PRESET/seedS`` into ``out/ablation.{json,csv,md}``; returns the ``.md`` path.
+
+    A preset with no run under ``out`` takes its runs from ``earlier`` (an earlier sweep's per-run numbers).
+    """
     table: dict[str, dict[str, dict[str, Any]]] = {}
     per_run: dict[str, list[dict[str, float]]] = {}
+    merged = []
     for preset in presets:
         runs = [run_numbers(p) for s in seeds if (p := out / preset / f"seed{s}" / "metrics.jsonl").is_file()]
+        if not runs and (earlier or {}).get(preset):
+            runs, merged = list(earlier[preset]), [*merged, preset]  # type: ignore[index]
         per_run[preset] = runs
         keys = sorted({k for r in runs for k in r})
         table[preset] = {k: mean_ci([r.get(k, math.nan) for r in runs]) for k in keys}
@@ -162,6 +183,7 @@ def write_table(out: Path, presets: Sequence[str], seeds: Sequence[int]) -> Path
             writer.writerow([preset, *(v for cell in cells for v in (cell["mean"], cell["half"]))])
     shown = [c for c in SHOWN if any(c in row for row in table.values())]
     lines = [f"Mean ± 95% t-interval over seeds {', '.join(map(str, seeds))} (runs per preset in the last column).", "",
+             *([f"Runs of an earlier sweep (--merge): {', '.join(merged)}.", ""] if merged else []),
              "| preset | " + " | ".join(shown) + " | runs |", "|---|" + "---:|" * (len(shown) + 1)]  # fmt: skip
     for preset, row in table.items():
         cells = [_fmt(row[c]) if c in row else "–" for c in shown]

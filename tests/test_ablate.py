@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -43,7 +44,7 @@ def test_run_numbers_reads_before_after_and_step_means(tmp_path):
         {"step": 0, "eval/reward": 0.2, "eval/reward/visual_math": 0.2},
         {"step": 1, "loss": 1.0, "reward": 0.1, "frac_reward_zero_std": 1.0, "grad_norm": 2.0, "time": 3.0},
         {"step": 2, "loss": 0.5, "reward": 0.3, "frac_reward_zero_std": 0.5, "grad_norm": 4.0, "skipped": 1.0,
-         "collapse_alarm": 1.0, "time": 7.0, "eval/reward": 0.5, "eval/reward/visual_math": 0.5},
+         "collapse_alarm": 1.0, "time": 7.0, "cpu_time": 6.5, "eval/reward": 0.5, "eval/reward/visual_math": 0.5},
     ]  # fmt: skip
     log = tmp_path / "metrics.jsonl"
     log.write_text("\n".join(json.dumps(r) for r in rows))
@@ -51,7 +52,7 @@ def test_run_numbers_reads_before_after_and_step_means(tmp_path):
     assert n["before/eval/reward"] == 0.2 and n["after/eval/reward/visual_math"] == 0.5
     assert n["delta/eval/reward"] == pytest.approx(0.3) and n["reward"] == pytest.approx(0.2)
     assert n["frac_reward_zero_std"] == 0.75 and n["max_grad_norm"] == 4.0
-    assert (n["skipped"], n["collapse_alarm"], n["time"]) == (1.0, 1.0, 7.0)
+    assert (n["skipped"], n["collapse_alarm"], n["time"], n["cpu_time"]) == (1.0, 1.0, 7.0, 6.5)
 
 
 def test_ablate_runs_every_preset_and_seed_from_one_start_and_resumes(tmp_path, capsys):
@@ -95,3 +96,30 @@ def test_verdict_follows_the_sign_the_paper_predicts():
     assert verdict({"diff": -0.2, "lo": -0.3, "hi": -0.1}, +1) == "contradicted"
     assert verdict({"diff": 0.0, "lo": -0.1, "hi": 0.1}, +1) == "inconclusive (CI includes 0)"
     assert verdict({"diff": None, "lo": None, "hi": None}, +1) == "not measurable here"
+
+
+def test_an_sft_preset_keeps_its_steps_and_cpu_budget_and_a_preset_its_own_start():
+    rl = ablate.run_overrides("demo", "START", 30)
+    assert rl == {"phase": "rl", "sft_steps": 0, "init_from": "START", "max_steps": 30}
+    teacher = ablate.run_overrides("testbed_teacher", "START", 30)
+    assert teacher["init_from"] == "runs/tb_teacher_sft" and teacher["max_steps"] == 30
+    sft = ablate.run_overrides("testbed_teacher_sft", "START", 30)
+    assert sft == {"init_from": "runs/tb_teacher_sft"}  # phase sft, max_steps and max_cpu_minutes from the preset
+    cmd = ablate.train_command("testbed_teacher_sft", Path("o"), sft)
+    assert "--max_steps" not in cmd and "--phase" not in cmd
+
+
+def test_merge_takes_an_earlier_sweeps_runs_for_presets_not_run_here(tmp_path, capsys):
+    earlier = {"demo": [{"after/eval/reward": v} for v in (0.5, 0.6, 0.7)],
+               "ablate_kl": [{"after/eval/reward": v} for v in (0.4, 0.5, 0.45)]}  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps({"seeds": [0, 1, 2], "runs": earlier}))
+    out = tmp_path / "sweep"
+    out.mkdir()
+    argv = ["--table-only", "--presets", "demo", "ablate_kl", "--out", str(out), "--merge", str(tmp_path / "old.json")]
+    assert ablate.main(argv) == 0
+    claims = (out / "claims.md").read_text()
+    assert "| SFT rows instead of KL keep RL stable | after/eval/reward | demo: 0.600 ± 0.248 | ablate_kl: 0.450" in claims
+    assert "Runs of an earlier sweep (--merge): demo, ablate_kl." in (out / "ablation.md").read_text()
+    (tmp_path / "bad.json").write_text(json.dumps({"table": {}}))
+    assert ablate.main([*argv[:-1], str(tmp_path / "bad.json")]) == 2
+    assert "not an ablation.json with a 'runs' object" in capsys.readouterr().err
