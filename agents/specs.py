@@ -109,6 +109,16 @@ def _is_dgemma(folder: str) -> bool:
     return is_dgemma_folder(folder)
 
 
+def _is_llada_v(folder: str) -> bool:
+    from agents.hf.llada_v import is_llada_v
+
+    try:
+        raw = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # the policy's own loader names what is wrong with the folder
+    return isinstance(raw, dict) and is_llada_v(raw)
+
+
 def _hf_options(spec: str, kw: dict[str, Any], own_options: bool = False) -> tuple[dict[str, Any], Any]:
     """``from_hf`` keywords of an ``hf-*:`` spec: DecodingConfig fields folded into ``decoding=``; and ``device``."""
     from dataclasses import fields
@@ -146,7 +156,7 @@ def _hf_policy(spec: str, prefix: str, rest: str, seed: int, trust_remote_code: 
         from agents.hf.dgemma import DGemmaPolicy
 
         policy = DGemmaPolicy.from_hf(rest, seed=seed, **options)
-    elif prefix == "hf-vlm-dllm":
+    elif prefix == "hf-vlm-dllm" or prefix == "hf-dllm" and _is_llada_v(rest):
         from agents.hf.vlm import HFVLMDiffusionPolicy
 
         policy = HFVLMDiffusionPolicy.from_hf(rest, trust_remote_code=trust_remote_code, seed=seed, **options)

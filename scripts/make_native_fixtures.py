@@ -9,7 +9,9 @@ with the transformers version that code was written for, outside the repo, e.g. 
         --out tests/fixtures/native/dream
 
 For LLaDA (``llada`` and ``llada_tied``; transformers 4.46.3, LLaDA's own) ``--code`` holds
-LLaDA-8B-Instruct's ``configuration_llada.py`` and ``modeling_llada.py``.
+LLaDA-8B-Instruct's ``configuration_llada.py`` and ``modeling_llada.py``. For LLaDA-V (``llada_v``;
+transformers 4.40.2, the LLaDA-V repo's ``transformers==4.40.0.dev0``, plus ``einops`` and
+``requests`` its modules import) ``--code`` is the LLaDA-V repository's ``train`` folder (it holds ``llava/``).
 ``DIR_WITH_DREAM_CODE`` holds Dream-v0-Base-7B's ``configuration_dream.py``, ``modeling_dream.py`` and
 ``generation_utils.py``. Each function writes a tiny random-weight checkpoint in the model's own
 layout (``config.json`` + ``model.safetensors``, the published key names) and ``expected.safetensors``:
@@ -169,7 +171,93 @@ def llada_tied(code: Path, out: Path) -> None:
     _llada(code, out, dict(d_model=32, n_heads=4, n_kv_heads=None, n_layers=1, mlp_hidden_size=40, weight_tying=True), seed=1)
 
 
-MODELS = {"dream": dream, "llada": llada, "llada_tied": llada_tied}
+#: LLaDA-V's published training settings (scripts/llada_v_finetune.sh) that shape its image features
+LLADA_V_MM = dict(
+    mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="patch",
+    mm_use_im_start_end=False, mm_use_im_patch_token=False, image_aspect_ratio="anyres_max_4",
+    image_grid_pinpoints="(1x1),...,(6x6)", mm_patch_merge_type="spatial_unpad", mm_newline_position="grid",
+)  # fmt: skip
+#: the tiny SigLIP tower (27 x 27 = 729 patches: the published tower asserts that count)
+LLADA_V_TOWER = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=3, num_attention_heads=2, patch_size=2,
+                     image_size=54, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")  # fmt: skip
+
+
+def _llava_modules(code: Path) -> ModuleType:
+    """LLaDA-V's ``llava`` package from its repo's ``train`` folder, without the package ``__init__`` files
+    (they import every model, trainer and server); the vision-tower builder is its SigLIP branch only (the
+    published builder imports open_clip and ImageBind towers too)."""
+    root = code / "llava"
+    if not (root / "model" / "language_model" / "llava_llada.py").is_file():
+        raise SystemExit(f"{code}: no llava/model/language_model/llava_llada.py (pass LLaDA-V's train folder)")
+    for sub in ("", "model", "model/language_model", "model/multimodal_encoder", "model/multimodal_projector",
+                "model/multimodal_resampler"):  # fmt: skip
+        name = ".".join(["llava", *filter(None, sub.split("/"))])
+        package = ModuleType(name)
+        package.__path__ = [str(root / sub)]
+        sys.modules[name] = package
+    siglip = importlib.import_module("llava.model.multimodal_encoder.siglip_encoder")
+    builder = ModuleType("llava.model.multimodal_encoder.builder")
+    builder.build_vision_tower = lambda cfg, **kw: siglip.SigLipVisionTower(cfg.mm_vision_tower, vision_tower_cfg=cfg, **kw)
+    sys.modules[builder.__name__] = builder
+    return importlib.import_module("llava.model.language_model.llava_llada")
+
+
+def llada_v(code: Path, out: Path) -> None:
+    """LLaDA-V (model_type llava_llada): a tiny LlavaLLaDAModelLM (SigLIP tower, mlp2x_gelu projector, LLaDA LM)
+    of the published code (``--code``: the LLaDA-V repo's ``train`` folder; transformers 4.40), its weights and
+    the fp32 logits of its generate path (``prepare_inputs_labels_for_multimodal`` then ``lm_head(model(...))``)
+    on two rows, each with one square image at the tower's resolution (anyres: the resized image + one tile)
+    and masked text spans. ``expected.safetensors``: ``input_ids`` (the image marker -200 once per row),
+    ``pixel_values`` (2, 3, 54, 54), ``text_logits`` (the logits at the text positions), ``image_tokens``."""
+    import tempfile
+
+    llava = _llava_modules(code)
+    siglip = sys.modules["llava.model.multimodal_encoder.siglip_encoder"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tower = Path(tmp) / "siglip-tiny"  # the published builder picks the SigLIP tower by "siglip" in the name
+        torch.manual_seed(0)
+        siglip.SigLipVisionModel(siglip.SigLipVisionConfig(**LLADA_V_TOWER)).save_pretrained(tower)
+        config = llava.LlavaLLaDAConfig(
+            vocab_size=320, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=500000.0,
+            tie_word_embeddings=False, pad_token_id=PAD_ID, bos_token_id=1, eos_token_id=EOS_ID,
+            mm_vision_tower=str(tower), mm_hidden_size=LLADA_V_TOWER["hidden_size"], **LLADA_V_MM,
+        )  # fmt: skip
+        model = llava.LlavaLLaDAModelLM(config)
+    _randomize(model, seed=2)
+    model.eval()
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, VOCAB, (2, 20), generator=gen)
+    ids[:, 2] = -200  # IMAGE_TOKEN_INDEX: where the features go
+    ids[0, 12:] = MASK_ID
+    ids[1, [5, 6, 9, 15, 16, 17]] = MASK_ID
+    pixels = torch.rand(2, 3, 54, 54, generator=gen) * 2 - 1
+    images = [torch.stack([p, p]) for p in pixels]  # process_images(anyres) of a 54 x 54 image: the resize + one tile
+    with torch.no_grad():
+        _, _, _, _, embeds, _ = model.prepare_inputs_labels_for_multimodal(
+            ids, None, None, None, None, images, ["image", "image"], image_sizes=[(54, 54), (54, 54)])
+        logits = model.lm_head(model.model(inputs_embeds=embeds)[0]).float()
+    image_tokens = embeds.shape[1] - (ids.shape[1] - 1)
+    text = torch.cat([torch.arange(2), torch.arange(3, ids.shape[1]) + image_tokens - 1])
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    raw = json.loads((out / "config.json").read_text())
+    raw["mm_vision_tower"] = "google/siglip2-so400m-patch14-384"  # as published; the tiny tower's sizes:
+    raw["vision_config"] = {**LLADA_V_TOWER, "num_hidden_layers": LLADA_V_TOWER["num_hidden_layers"] - 1}
+    raw.pop("_name_or_path", None)
+    (out / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    from safetensors.torch import save_file
+
+    save_file({"input_ids": ids, "pixel_values": pixels.contiguous(), "text_logits": logits[:, text].contiguous(),
+               "image_tokens": torch.tensor([image_tokens])}, str(out / "expected.safetensors"))  # fmt: skip
+    meta = {"transformers_version": __import__("transformers").__version__, "torch_version": torch.__version__,
+            "parameters": sum(p.numel() for p in model.parameters()), "image_tokens": int(image_tokens)}  # fmt: skip
+    (out / "fixture.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {out}: {meta}")
+
+
+MODELS = {"dream": dream, "llada": llada, "llada_tied": llada_tied, "llada_v": llada_v}
 
 
 def main(argv: list[str] | None = None) -> None:

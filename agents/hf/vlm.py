@@ -44,6 +44,7 @@ from torch import nn
 
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, read_policy_meta
 from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size
+from agents.hf.llada_v import is_llada_v
 from agents.hf.loaders import ADDED_MASK, hf_folder, mask_id_of
 from agents.hf.policy import HFDiffusionPolicy
 
@@ -170,33 +171,16 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
                 mask_token_id: int | None = None, decoding: DecodingConfig | None = None, dtype: Any = None,
                 use_chat_template: bool | None = None) -> HFVLMDiffusionPolicy:  # fmt: skip
         """Load a local ``AutoModelForImageTextToText`` folder (``kind`` must be ``vlm``) with its processor."""
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
         if kind != "vlm":
             raise ValueError(f"HFVLMDiffusionPolicy kind must be 'vlm', got {kind!r}")
         folder = hf_folder(path)
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        model_type, auto_map = str(raw.get("model_type", "")), raw.get("auto_map") or {}
-        remote = bool(auto_map) and model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-        if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not remote:
-            raise ValueError(
-                f"{str(folder)!r} (model_type {model_type!r}) is not a vision-language model AutoModelForImageTextToText "
-                "knows; hf-vlm-dllm: needs one (e.g. llava); a text-only causal LM goes under hf-a2d:, a masked-diffusion "
-                "LM under hf-dllm:"
-            )
-        if remote and not trust_remote_code:
-            raise ValueError(f"{str(folder)!r} runs its own model code ({auto_map}); pass trust_remote_code=True "
-                             "(--trust_remote_code true) if you trust it")  # fmt: skip
-        processor, image_processor = _load_processing(folder, trust_remote_code)
-        tokenizer = getattr(processor, "tokenizer", None) or AutoTokenizer.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=trust_remote_code
-        )
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        extra = {"dtype": dtype} if dtype is not None else {}
-        backbone = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True,
-                                                               trust_remote_code=trust_remote_code, **extra)  # fmt: skip
+        if is_llada_v(raw):  # native: LLaDA-V's published names and config keys, no remote code
+            backbone, tokenizer, processor, image_processor, text_config, size = _native_llada_v(folder, dtype)
+            remote = False
+        else:
+            backbone, tokenizer, processor, image_processor, text_config, size, remote = _auto_vlm(
+                folder, raw, trust_remote_code, dtype)
         image_id = _image_token_id(backbone.config, tokenizer, folder)
         mask = mask_id_of(mask_token_id, text_config, tokenizer, folder)
         if mask is None:
@@ -205,7 +189,7 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
         if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
             backbone.resize_token_embeddings(len(tokenizer))
         probe = HFVLMDenoiser(backbone, mask, image_id, len(tokenizer), 0, 1)
-        pixels = _pixel_values([np.zeros((32, 32, 3), np.uint8)], image_processor, _vision_size(config))
+        pixels = _pixel_values([np.zeros((32, 32, 3), np.uint8)], image_processor, size)
         with torch.no_grad():
             patches = int(probe.image_features(pixels.to(next(backbone.parameters()).device)).shape[1])
         model = HFVLMDenoiser(backbone, mask, image_id, len(tokenizer), patches, int(pixels.shape[-1]))
@@ -285,6 +269,56 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
         if device is not None:
             policy.model.to(device)
         return policy
+
+
+def _auto_vlm(folder: Any, raw: dict[str, Any], trust_remote_code: bool, dtype: Any) -> tuple:
+    """``(backbone, tokenizer, processor, image processor, text config, image size, remote)`` of an
+    ``AutoModelForImageTextToText`` folder (remote code only with ``trust_remote_code``)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    model_type, auto_map = str(raw.get("model_type", "")), raw.get("auto_map") or {}
+    remote = bool(auto_map) and model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not remote:
+        raise ValueError(
+            f"{str(folder)!r} (model_type {model_type!r}) is not a vision-language model AutoModelForImageTextToText "
+            "knows; hf-vlm-dllm: needs one (e.g. llava, or llava_llada: LLaDA-V); a text-only causal LM goes under "
+            "hf-a2d:, a masked-diffusion LM under hf-dllm:"
+        )
+    if remote and not trust_remote_code:
+        raise ValueError(f"{str(folder)!r} runs its own model code ({auto_map}); pass trust_remote_code=True "
+                         "(--trust_remote_code true) if you trust it")  # fmt: skip
+    processor, image_processor = _load_processing(folder, trust_remote_code)
+    tokenizer = getattr(processor, "tokenizer", None) or AutoTokenizer.from_pretrained(
+        str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+    )
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    extra = {"dtype": dtype} if dtype is not None else {}
+    backbone = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True,
+                                                           trust_remote_code=trust_remote_code, **extra)  # fmt: skip
+    return backbone, tokenizer, processor, image_processor, text_config, _vision_size(config), remote
+
+
+def _native_llada_v(folder: Any, dtype: Any) -> tuple:
+    """``(backbone, tokenizer, processor, image processor, text config, image size)`` of a LLaDA-V folder
+    (:mod:`agents.hf.llada_v`); no image processor config: SigLIP's (bicubic, mean/std 0.5) at the tower's size;
+    a tokenizer without an image token gets ``<image>`` (its placeholder rows are overwritten by the features)."""
+    from transformers import AutoTokenizer, SiglipImageProcessorPil
+
+    from agents.hf.llada_v import LLaDAVModel
+
+    backbone = LLaDAVModel.from_published(folder, dtype)
+    processor, image_processor = _load_processing(folder, False)
+    tokenizer = getattr(processor, "tokenizer", None) or AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    size = backbone.image_size
+    if image_processor is None:
+        image_processor = SiglipImageProcessorPil(size={"height": size, "width": size})
+    if getattr(tokenizer, "image_token_id", None) is None:
+        if "<image>" not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+        backbone.config.image_token_id = int(tokenizer.convert_tokens_to_ids("<image>"))
+    return backbone, tokenizer, processor, image_processor, backbone.config, size
 
 
 def _vision_size(config: Any) -> int:
