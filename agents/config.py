@@ -43,12 +43,14 @@ import json
 import os
 import sys
 import typing
+from argparse import ArgumentTypeError
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 import yaml
 from transformers import HfArgumentParser
 
+from agents.cli_args import OneLineErrors, at_least, empty_means_none, int_items, nonempty
 from agents.diffusion.likelihood import ESTIMATORS
 from agents.diffusion.sampler import CACHE_MODES, REMASKING, check_threshold
 from agents.losses import LOSS_TYPES, REGULARIZERS
@@ -342,7 +344,7 @@ class TrainConfig:
         for name in ("max_steps", "prompts_per_step", "num_generations", "likelihood_samples",
                      "updates_per_batch", "gradient_accumulation_steps", "logging_steps", "image_size"):
             _check_int(name, getattr(self, name), minimum=1)
-        counts = ("sft_steps", "sft_per_step", "sft_pool", "eval_every", "eval_episodes", "save_every", "warmup_steps",
+        counts = ("seed", "sft_steps", "sft_per_step", "sft_pool", "eval_every", "eval_episodes", "save_every", "warmup_steps",
                   "collapse_window")  # fmt: skip
         for name in counts:
             _check_int(name, getattr(self, name), minimum=0)
@@ -411,7 +413,7 @@ class TrainConfig:
         if self.epsilon_high is not None and not self.epsilon_high >= 0:
             _fail("epsilon_high", self.epsilon_high, "must be >= 0 or None")
         _check_int("lora_r", self.lora_r, minimum=0)
-        if self.lora_r and not self.lora_alpha > 0:
+        if not self.lora_alpha > 0:
             _fail("lora_alpha", self.lora_alpha, "must be > 0 (e.g. 2 * lora_r)")
         if not 0.0 <= self.lora_dropout < 1.0:
             _fail("lora_dropout", self.lora_dropout, "must be in [0, 1)")
@@ -564,23 +566,55 @@ def _flag_names(argv: Sequence[str]) -> set[str]:
     return {a.split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
 
 
+class _TrainParser(OneLineErrors, HfArgumentParser):
+    """HfArgumentParser with one-line usage errors (agents.cli_args)."""
+
+
 def build_parser(defaults: dict[str, Any] | None = None) -> HfArgumentParser:
     """The ``lavida train`` parser: every TrainConfig field plus ``--config``, ``--env`` and ``--threads``."""
-    parser = HfArgumentParser(
+    parser = _TrainParser(
         TrainConfig, prog="lavida train",
         description="Train with the LaViDa-R1 trainer: --config FILE.yaml (other flags override it), or quick SFT "
         "with --env ENV_ID (no --config: phase sft from agents.config.QUICK_SFT).",
     )  # fmt: skip
-    parser.add_argument("--config", default=None, help="YAML file of field: value (optional 'base: other.yaml').")
-    parser.add_argument("--env", action="append", default=None, metavar="ENV_ID",
+    parser.add_argument("--config", default=None, type=nonempty, help="YAML file of field: value (optional 'base: other.yaml').")
+    parser.add_argument("--env", action="append", default=None, metavar="ENV_ID", type=nonempty,
                         help="train on this env's task(s) (repeat for an equal mix); without --config: quick SFT")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
+    parser.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (torch.set_num_threads)")
     for action in parser._actions:  # list fields: '--tree_search' alone, '[]', none or '' empties them
         if action.dest in list_fields() and action.option_strings:
-            action.type, action.nargs = str, "*"
+            action.type, action.nargs = int_items if list_fields()[action.dest] is int else empty_means_none, "*"
+        elif action.dest == "task_decoding":  # '' = no per-task overrides
+            action.type = _task_decoding
+        elif action.dest == "tasks":
+            action.type = _task_weights
+        elif action.type is str and not action.choices:  # an empty path, spec or name is a usage error
+            action.type = nonempty
     if defaults:
         parser.set_defaults(**defaults)
     return parser
+
+
+def _task_weights(text: str) -> TaskWeights:
+    """``--tasks`` as task weights (argparse type); an empty mixture is refused here, before ``--env`` sets one."""
+    if not text.strip():
+        raise ArgumentTypeError(f"needs at least one task, e.g. 'visual_math:1', got {text!r}")
+    try:
+        return TaskWeights(text)
+    except ValueError as exc:
+        raise ArgumentTypeError(str(exc)) from None
+
+
+def _task_decoding(text: str) -> TaskDecoding:
+    """``--task_decoding`` as a mapping (argparse type): a JSON object, or '' for none."""
+    try:
+        return TaskDecoding(text)
+    except ValueError as exc:
+        fix = "write a JSON object, e.g. '{\"grounding\": {\"gen_length\": 160}}', or '' for none"
+        raise ArgumentTypeError(f"cannot read {text!r} ({exc}); {fix}") from None
+
+
+_task_decoding.empty_ok = True  # type: ignore[attr-defined]
 
 
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:

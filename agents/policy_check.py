@@ -297,17 +297,24 @@ def check_policy(
     return c.problems
 
 
+def parse_args(argv: list[str] | None = None) -> Any:
+    """A ``lavida check-policy`` command line; bad values exit 2 with one line naming the flag."""
+    from agents.cli_args import ArgumentParser, nonempty
+    from agents.specs import TRAINABLE_FORMS
+
+    parser = ArgumentParser(prog="lavida check-policy", description=__doc__.split("\n")[0])
+    parser.add_argument("spec", type=nonempty, help=f"a trainable policy spec: {TRAINABLE_FORMS}")
+    parser.add_argument("--env", action="append", default=None, type=nonempty,
+                        help="env id to check on (repeatable; default VisualMath)")  # fmt: skip
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow an hf-dllm: folder's own model code")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``lavida check-policy SPEC [--env ID ...] [--trust-remote-code]``: exit 0 when the policy passes, 1 otherwise."""
-    import argparse
+    from agents.specs import trainable_policy
 
-    from agents.specs import TRAINABLE_FORMS, trainable_policy
-
-    parser = argparse.ArgumentParser(prog="lavida check-policy", description=__doc__.split("\n")[0])
-    parser.add_argument("spec", help=f"a trainable policy spec: {TRAINABLE_FORMS}")
-    parser.add_argument("--env", action="append", default=None, help="env id to check on (repeatable; default VisualMath)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow an hf-dllm: folder's own model code")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     try:
         policy = trainable_policy(args.spec, trust_remote_code=args.trust_remote_code)
     except (ValueError, TypeError, FileNotFoundError) as exc:

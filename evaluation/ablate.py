@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from agents.cli_args import ArgumentParser, at_least, nonempty
 from evaluation.demo import CONFIG_DIR
 
 #: Every preset of the ablation table, the full recipe first.
@@ -36,26 +37,34 @@ PRESETS = (
 )  # fmt: skip
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida ablate`` command line (``--set`` as a dict, presets checked); bad values exit 2 on one line."""
+    p = ArgumentParser(
         prog="lavida ablate",
         description="Run the LaViDa-R1 ablation presets (configs/ablate_*.yaml) over several seeds from one "
         "shared SFT warm start and write a table of means with 95%% confidence intervals.",
     )
-    p.add_argument("--presets", nargs="+", default=list(PRESETS), help="preset names under configs/ (default: all)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="RL seeds per preset (default 0 1 2)")
-    p.add_argument("--init-from", default=None, help="SFT checkpoint to start every run from (default: train one)")
-    p.add_argument("--sft-steps", type=int, default=800, help="steps of the shared SFT warm start (default 800)")
-    p.add_argument("--rl-steps", type=int, default=20, help="RL steps per run (default 20)")
-    p.add_argument("--eval-episodes", type=int, default=32, help="held-out problems per task, before and after")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
-    p.add_argument("--out", default="runs/ablate", help="output directory (default runs/ablate)")
+    p.add_argument("--presets", nargs="+", type=nonempty, default=list(PRESETS), help="preset names under configs/ (default: all)")
+    p.add_argument("--seeds", nargs="+", type=at_least(0), default=[0, 1, 2], help="RL seeds per preset (default 0 1 2)")
+    p.add_argument("--init-from", default=None, type=nonempty, help="SFT checkpoint to start every run from (default: train one)")
+    p.add_argument("--sft-steps", type=at_least(1), default=800, help="steps of the shared SFT warm start (default 800)")
+    p.add_argument("--rl-steps", type=at_least(1), default=20, help="RL steps per run (default 20)")
+    p.add_argument("--eval-episodes", type=at_least(1), default=32, help="held-out problems per task, before and after")
+    p.add_argument("--jobs", type=at_least(1), default=2, help="runs at a time (default 2)")
+    p.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads per run (default 1)")
+    p.add_argument("--out", default="runs/ablate", type=nonempty, help="output directory (default runs/ablate)")
     p.add_argument("--table-only", action="store_true", help="only (re)write the table from the runs under --out")
-    p.add_argument("--merge", default=None, metavar="ABLATION_JSON",
+    p.add_argument("--merge", default=None, metavar="ABLATION_JSON", type=nonempty,
                    help="an earlier sweep's ablation.json: presets with no runs under --out take its runs")
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="extra TrainConfig overrides for every run")
-    return p.parse_args(argv)
+    p.add_argument("--set", nargs="*", type=nonempty, default=[], metavar="FIELD=VALUE", help="extra TrainConfig overrides for every run")
+    args = p.parse_args(argv)
+    try:
+        args.set = parse_set(args.set)
+        for preset in args.presets:
+            _preset_path(preset)
+    except (FileNotFoundError, ValueError) as exc:
+        p.error(str(exc))
+    return args
 
 
 def _preset_path(name: str) -> Path:
@@ -144,14 +153,11 @@ def warm_start(args: argparse.Namespace, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep and write the table; returns a process exit code."""
-    args = _parse(argv)
+    args = parse_args(argv)
     out = Path(args.out)
     if args.table_only:
         return _print_table(out, args)
     try:
-        args.set = parse_set(args.set)
-        for preset in args.presets:
-            _preset_path(preset)
         init = warm_start(args, out)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"lavida ablate: {exc}", file=sys.stderr)

@@ -23,6 +23,8 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from agents.cli_args import ArgumentParser, at_least, in_range, nonempty
+
 #: task -> (env id, text positions at the demo sizes)
 TASKS: dict[str, tuple[str, int]] = {
     "visual_math": ("LaViDa/VisualMath-v0", 32),
@@ -79,25 +81,30 @@ def load_policy(spec: str | None, image_size: int):
     return DiffusionPolicy.tiny(seed=0, image_size=image_size)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida bench cache`` command line; bad values exit 2 with one line naming the flag."""
+    parser = ArgumentParser(prog="lavida bench cache", description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default=None, type=nonempty, help="DiffusionPolicy checkpoint directory (default: a fresh tiny one)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--episodes", type=at_least(1), default=16, help="test problems per task")
+    parser.add_argument("--batch", type=at_least(1), default=8, help="observations per rollout call")
+    parser.add_argument("--steps", type=at_least(1), default=16)
+    parser.add_argument("--block-length", type=at_least(1), default=16)
+    parser.add_argument("--threshold", type=in_range(0.0, 1.0, low_open=True), default=0.7)
+    parser.add_argument("--image-size", type=at_least(8), default=64)
+    parser.add_argument("--repeats", type=at_least(1), default=2, help="timed passes per setting (best is kept)")
+    parser.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads (1 avoids oversubscription)")
+    parser.add_argument("--seed", type=at_least(0), default=0)
+    parser.add_argument("--no-ar", action="store_true", help="skip the autoregressive baseline")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Time every cache setting (and the AR baseline) on each task; print and record the ratios."""
     from agents.autoregressive.policy import ARPolicy
     from evaluation.throughput import record
 
-    parser = argparse.ArgumentParser(prog="lavida bench cache", description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", default=None, help="DiffusionPolicy checkpoint directory (default: a fresh tiny one)")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--episodes", type=int, default=16, help="test problems per task")
-    parser.add_argument("--batch", type=int, default=8, help="observations per rollout call")
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--block-length", type=int, default=16)
-    parser.add_argument("--threshold", type=float, default=0.7)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2, help="timed passes per setting (best is kept)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-ar", action="store_true", help="skip the autoregressive baseline")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     import lavida_envs  # noqa: F401  (registers the ids)
 

@@ -26,25 +26,31 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agents.cli_args import ArgumentParser, at_least, nonempty
 from evaluation.throughput import record
 
 __all__ = ["main"]
 
 
 def _difficulty(text: str) -> int | str:
-    return text if text == "mixed" else int(text)
+    if text == "mixed" or text in {"1", "2", "3", "4", "5"}:
+        return text if text == "mixed" else int(text)
+    raise argparse.ArgumentTypeError(f"use a level 1..5 or 'mixed', got {text!r}")
+
+
+_difficulty.number = True  # type: ignore[attr-defined]  # a level: swept with numbers (tests/test_cli_sweep.py)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lavida bench envs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", default="LaViDa/VisualMath-v0", help="registered env id (default: %(default)s)")
-    parser.add_argument("--n", type=int, default=2000, help="problems per measurement (default: %(default)s)")
+    parser = ArgumentParser(prog="lavida bench envs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="LaViDa/VisualMath-v0", type=nonempty, help="registered env id (default: %(default)s)")
+    parser.add_argument("--n", type=at_least(1), default=2000, help="problems per measurement (default: %(default)s)")
     parser.add_argument("--difficulty", type=_difficulty, default="mixed", help="level 1..5 or 'mixed' (default)")
-    parser.add_argument("--image-size", type=int, default=None, help="image_size kwarg (default: the env's)")
+    parser.add_argument("--image-size", type=at_least(8), default=None, help="image_size kwarg (default: the env's)")
     parser.add_argument("--split", default="train", choices=("train", "test"))
-    parser.add_argument("--offset", type=int, default=0, help="first problem index (default: 0)")
-    parser.add_argument("--core", type=int, default=0, help="CPU core to pin to; -1 leaves affinity alone")
-    parser.add_argument("--target", type=float, default=500.0, help="resets/s to report against (default: 500)")
+    parser.add_argument("--offset", type=at_least(0), default=0, help="first problem index (default: 0)")
+    parser.add_argument("--core", type=at_least(-1), default=0, help="CPU core to pin to; -1 leaves affinity alone")
+    parser.add_argument("--target", type=at_least(0, float, above=True), default=500.0, help="resets/s to report against (default: 500)")
     return parser
 
 
@@ -72,11 +78,14 @@ def _oracle_action(env, info: dict) -> Any:
     return info["reference_action"]
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida bench envs`` command line; bad values exit 2 with one line naming the flag."""
+    return _parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure and print env throughput; returns 0."""
-    args = _parser().parse_args(argv)
-    if args.n < 1:
-        raise SystemExit(f"--n must be >= 1, got {args.n}")
+    args = parse_args(argv)
     where = _pin(args.core)
     import gymnasium as gym
 

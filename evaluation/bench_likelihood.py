@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from agents.cli_args import ArgumentParser, at_least, in_range, nonempty
 from agents.diffusion.likelihood import estimate_log_likelihood
 from agents.diffusion.masking import row_seed
 from evaluation.bench_rollout import WalkTask, add_model_arguments, model_fn_of, prepared_model
@@ -83,23 +84,35 @@ def gradient_variance(model, loglik, estimator: str, num_samples: int, seeds: ra
     return float(stacked.var(dim=0).sum())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train (briefly) a tiny model, then print estimator variance/bias at equal forward passes."""
-    parser = argparse.ArgumentParser(prog="lavida bench likelihood", description=__doc__.splitlines()[0])
-    parser.add_argument("--sequences", type=int, default=16)
-    parser.add_argument("--seeds", type=int, default=200, help="mask seeds per estimator")
-    parser.add_argument("--passes", type=int, nargs="+", default=[2, 4], help="forward-pass budgets (even)")
-    parser.add_argument("--fixed-t", type=float, nargs="*", default=[0.5],
+def _parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="lavida bench likelihood", description=__doc__.splitlines()[0])
+    parser.add_argument("--sequences", type=at_least(1), default=16)
+    parser.add_argument("--seeds", type=at_least(1), default=200, help="mask seeds per estimator")
+    parser.add_argument("--passes", type=at_least(2), nargs="+", default=[2, 4], help="forward-pass budgets (even)")
+    parser.add_argument("--fixed-t", type=in_range(0.0, 1.0, low_open=True), nargs="*", default=[0.5],
                         help="also measure complementary with t fixed at these values (ablation)")
-    parser.add_argument("--grad-seeds", type=int, default=30, help="0 skips the gradient variance")
-    parser.add_argument("--policy", default=None, help="a DiffusionPolicy checkpoint dir (default: the walk model)")
-    parser.add_argument("--env", default="LaViDa/MultiTask-v0", help="with --policy: env of the reference solutions")
-    parser.add_argument("--difficulty", default="1", help="with --policy: env difficulty")
-    parser.add_argument("--image-size", type=int, default=64, help="with --policy: env image size")
+    parser.add_argument("--grad-seeds", type=at_least(0), default=30, help="0 skips the gradient variance")
+    parser.add_argument("--policy", default=None, type=nonempty, help="a DiffusionPolicy checkpoint dir (default: the walk model)")
+    parser.add_argument("--env", default="LaViDa/MultiTask-v0", type=nonempty, help="with --policy: env of the reference solutions")
+    parser.add_argument("--difficulty", default="1", type=nonempty, help="with --policy: env difficulty")
+    parser.add_argument("--image-size", type=at_least(8), default=64, help="with --policy: env image size")
     add_model_arguments(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida bench likelihood`` command line; bad values exit 2 with one line naming the flag."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if any(b < 2 or b % 2 for b in args.passes):
         parser.error(f"--passes must be even numbers >= 2 (complementary uses pairs), got {args.passes}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train (briefly) a tiny model, then print estimator variance/bias at equal forward passes."""
+    parser = _parser()
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()

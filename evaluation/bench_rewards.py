@@ -19,6 +19,7 @@ import logging
 import os
 import time
 
+from agents.cli_args import ArgumentParser, at_least
 from evaluation.throughput import record
 from lavida_envs.rewards.math_cases import CASES
 
@@ -39,16 +40,19 @@ def _accuracy(predicted: list[bool], expected: list[bool]) -> float:
     return sum(p == e for p, e in zip(predicted, expected)) / max(1, len(expected))
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida bench rewards`` command line; bad values exit 2 with one line naming the flag."""
+    parser = ArgumentParser(prog="lavida bench rewards", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=at_least(1), default=3, help="passes over the case list (default 3)")
+    parser.add_argument("--timeout", type=at_least(1, float), default=3.0, help="per-check timeout in seconds (>= 1)")
+    parser.add_argument("--workers", type=at_least(0), default=0, help="math worker processes (0: CPU count, max 4)")
+    parser.add_argument("--show-misses", action="store_true", help="list the cases each method gets wrong")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the numbers."""
-    parser = argparse.ArgumentParser(prog="lavida bench rewards", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="passes over the case list (default 3)")
-    parser.add_argument("--timeout", type=float, default=3.0, help="per-check timeout in seconds")
-    parser.add_argument("--workers", type=int, default=0, help="math worker processes (0: CPU count, max 4)")
-    parser.add_argument("--show-misses", action="store_true", help="list the cases each method gets wrong")
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be >= 1")
+    args = parse_args(argv)
     if args.workers:
         os.environ["LAVIDA_MATH_WORKERS"] = str(args.workers)
     from lavida_envs.rewards import math as math_reward

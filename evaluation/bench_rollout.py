@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from agents.cli_args import ArgumentParser, at_least, empty_means_none, in_range, nonempty
 from agents.diffusion.likelihood import estimate_log_likelihood
 from agents.diffusion.sampler import sample
 
@@ -210,11 +211,12 @@ def prepared_model(task: WalkTask, train_steps: int, seed: int, cache: str | Non
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by the rollout and likelihood benches (task, training, cache, threads)."""
-    parser.add_argument("--gen-length", type=int, default=32)
-    parser.add_argument("--train-steps", type=int, default=600, help="0 = random init")
-    parser.add_argument("--cache", default="runs/bench_cache", help="directory to save/load the trained tiny model ('' = none)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription)")
+    parser.add_argument("--gen-length", type=at_least(2), default=32)
+    parser.add_argument("--train-steps", type=at_least(0), default=600, help="0 = random init")
+    parser.add_argument("--cache", default="runs/bench_cache", type=empty_means_none,
+                        help="directory to save/load the trained tiny model ('' = none)")
+    parser.add_argument("--seed", type=at_least(0), default=0)
+    parser.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads (1 avoids oversubscription)")
 
 
 def time_method(run: Method, prompts: torch.Tensor, task: WalkTask, repeats: int, seed: int) -> dict[str, float]:
@@ -237,17 +239,23 @@ def time_method(run: Method, prompts: torch.Tensor, task: WalkTask, repeats: int
     return {**totals, "tokens_per_s": totals["tokens"] / totals["seconds"]}
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida bench rollout`` command line; bad values exit 2 with one line naming the flag."""
+    parser = ArgumentParser(prog="lavida bench rollout", description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
+    parser.add_argument("--batch", type=at_least(1), default=32, help="rollouts per sampler call")
+    parser.add_argument("--block-length", type=at_least(1), default=16)
+    parser.add_argument("--threshold", type=in_range(0.0, 1.0, low_open=True), nargs="+", default=[0.85, 0.7, 0.5],
+                        help="threshold values to time")  # fmt: skip
+    parser.add_argument("--temperature", type=at_least(0, float), default=0.0)
+    parser.add_argument("--repeats", type=at_least(1), default=3, help="timed batches per method")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=nonempty)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train a tiny model briefly, then time each decoding method on the same prompts."""
-    parser = argparse.ArgumentParser(prog="lavida bench rollout", description=__doc__.splitlines()[0])
-    add_model_arguments(parser)
-    parser.add_argument("--batch", type=int, default=32, help="rollouts per sampler call")
-    parser.add_argument("--block-length", type=int, default=16)
-    parser.add_argument("--threshold", type=float, nargs="+", default=[0.85, 0.7, 0.5], help="threshold values to time")
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--repeats", type=int, default=3, help="timed batches per method")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
 
     task = WalkTask(gen_length=args.gen_length)

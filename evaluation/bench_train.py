@@ -14,6 +14,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from agents.cli_args import ArgumentParser, at_least, nonempty
 from evaluation.throughput import record
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -35,20 +36,23 @@ def _step_seconds(rows: list[dict]) -> list[float]:
     return [b - a for a, b in zip(times, times[1:])]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure and print trainer step times; returns 0."""
-    p = argparse.ArgumentParser(prog="lavida bench train", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(CONFIG), help="trainer preset to shrink (default configs/demo.yaml)")
-    p.add_argument("--steps", type=int, default=4, help="steps per phase (the first is warm-up)")
-    p.add_argument("--prompts", type=int, default=2, help="prompts_per_step (RL) and sft_per_step")
-    p.add_argument("--generations", type=int, default=4, help="num_generations per prompt")
-    p.add_argument("--tasks", default="visual_math:1,grounding:1,image_edit:1", help="task mixture")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida bench train`` command line; bad values exit 2 with one line naming the flag."""
+    p = ArgumentParser(prog="lavida bench train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(CONFIG), type=nonempty, help="trainer preset to shrink (default configs/demo.yaml)")
+    p.add_argument("--steps", type=at_least(2), default=4, help="steps per phase (the first is warm-up)")
+    p.add_argument("--prompts", type=at_least(1), default=2, help="prompts_per_step (RL) and sft_per_step")
+    p.add_argument("--generations", type=at_least(1), default=4, help="num_generations per prompt")
+    p.add_argument("--tasks", default="visual_math:1,grounding:1,image_edit:1", type=nonempty, help="task mixture")
     p.add_argument("--cache", nargs="+", default=["none"], choices=["none", "prefix", "dual"],
                    help="KV-cache modes of the RL rollouts, timed in interleaved rounds (ratios vs the first)")
-    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the --cache modes")
-    args = p.parse_args(argv)
-    if args.steps < 2:
-        p.error(f"--steps must be >= 2 (one warm-up step), got {args.steps}")
+    p.add_argument("--rounds", type=at_least(1), default=1, help="interleaved rounds over the --cache modes")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print trainer step times; returns 0."""
+    args = parse_args(argv)
     common = {"tasks": args.tasks, "sft_per_step": args.prompts, "prompts_per_step": args.prompts,
               "num_generations": args.generations}  # fmt: skip
     rl_times: dict[str, list[float]] = {mode: [] for mode in args.cache}

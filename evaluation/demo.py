@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from agents.cli_args import ArgumentParser, at_least, nonempty
 from evaluation.runtime import add_threads_argument, apply_threads
 
 #: ``configs/`` of the source tree (the README installs the project editable).
@@ -58,22 +59,36 @@ QUICK = Budget(sft_steps=12, sft_schedule=24, rl_steps=3, more_sft_steps=3, epis
                sft_eval_every=6, rl_eval_every=1)  # fmt: skip
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+def _parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
         prog="lavida demo",
         description="The LaViDa-R1 recipe on the learning testbed (VisualMath level 1, docs/testbed.md): an SFT "
         "start, then RL, continued SFT at equal CPU time, the d1 preset and an AR GRPO+KL baseline; greedy "
         "held-out evaluation with random and oracle, a leaderboard and training curves.",
     )
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of the same stages")
-    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--out", default="runs/demo", type=nonempty, help="output directory (default runs/demo)")
     for field in dataclasses.fields(Budget):
         flag = "--" + field.name.replace("_", "-")
         p.add_argument(flag, type=int, default=None, help=f"override the budget's {field.name} (full: {getattr(FULL, field.name)})")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of training and evaluation")
     p.add_argument("--force", action="store_true", help="start over even if OUT already holds results")
     add_threads_argument(p)
-    return p.parse_args(argv)
+    return p
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Budget]:
+    """``(args, budget)`` of a ``lavida demo`` command line; bad values exit 2 with one line naming the flag."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args, budget_of(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def budget_of(args: argparse.Namespace) -> Budget:
@@ -203,15 +218,7 @@ def board_policies(out: Path, budget: Budget) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns a process exit code."""
-    args = _parse(argv)
-    if args.threads is not None and args.threads < 1:
-        print(f"lavida demo: --threads must be >= 1, got {args.threads}")
-        return 2
-    try:
-        budget = budget_of(args)
-    except ValueError as exc:
-        print(f"lavida demo: {exc}")
-        return 2
+    args, budget = parse_args(argv)
     threads = apply_threads(args.threads)
     print(f"torch CPU threads: {threads['threads']} ({threads['source']}; {threads['cores']} cores)", flush=True)
     out = Path(args.out)

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from agents.cli_args import ArgumentParser, at_least, nonempty
 from evaluation.results import (
     RESULTS_FILE,
     SAMPLES_FILE,
@@ -145,29 +146,29 @@ def parse_kwargs(items: Sequence[str] | str | None) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``lavida eval`` argument parser."""
-    p = argparse.ArgumentParser(
+    """The ``lavida eval`` argument parser (bad values: one-line usage errors, agents.cli_args)."""
+    p = ArgumentParser(
         prog="lavida eval",
         description="Evaluate a policy on an env's problems; write DIR/results.json and DIR/samples.jsonl.",
         epilog="example: lavida eval --policy oracle --env LaViDa/Grounding-v0 --episodes 50 --out runs/eval/oracle",
     )
-    p.add_argument("--policy", required=True, help="random | constant | oracle | hf:DIR | hf-vlm:DIR | hf-dllm:DIR | "
-                   "CHECKPOINT_DIR | module:factory | path/to/file.py:factory")
-    p.add_argument("--policy-kwargs", action="append", default=[], metavar="K=V,...",
+    p.add_argument("--policy", required=True, type=nonempty, help="random | constant | oracle | hf:DIR | hf-vlm:DIR | "
+                   "hf-dllm:DIR | CHECKPOINT_DIR | module:factory | path/to/file.py:factory")
+    p.add_argument("--policy-kwargs", action="append", default=[], metavar="K=V,...", type=nonempty,
                    help="options for the policy constructor/factory; " + KWARGS_HELP)
-    p.add_argument("--name", default=None, help="policy name shown on leaderboards (default: the spec)")
-    p.add_argument("--env", required=True, help="env id, e.g. LaViDa/VisualMath-v0 (see lavida_envs.ENV_IDS)")
-    p.add_argument("--env-kwargs", action="append", default=[], metavar="K=V,...",
+    p.add_argument("--name", default=None, type=nonempty, help="policy name shown on leaderboards (default: the spec)")
+    p.add_argument("--env", required=True, type=nonempty, help="env id, e.g. LaViDa/VisualMath-v0 (see lavida_envs.ENV_IDS)")
+    p.add_argument("--env-kwargs", action="append", default=[], metavar="K=V,...", type=nonempty,
                    help="gym.make kwargs, e.g. difficulty=3,image_size=64; " + KWARGS_HELP)
     p.add_argument("--split", default="test", choices=["train", "test"], help="problem split (default test)")
-    p.add_argument("--episodes", type=int, default=100,
+    p.add_argument("--episodes", type=at_least(1), default=100,
                    help="problems to evaluate (default 100; capped at a dataset's size)")
-    p.add_argument("--start-index", type=int, default=0, help="first problem index (default 0)")
-    p.add_argument("--samples", type=int, default=1, help="actions per problem, K; K > 1 adds pass@k (default 1)")
-    p.add_argument("--batch-size", type=int, default=8, help="observations per policy.act call (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed: per-episode policy seeds, bootstrap CIs")
-    p.add_argument("--device", default=None, help="move the policy's model here (e.g. cuda, cpu); default: leave it")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--start-index", type=at_least(0), default=0, help="first problem index (default 0)")
+    p.add_argument("--samples", type=at_least(1), default=1, help="actions per problem, K; K > 1 adds pass@k (default 1)")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="observations per policy.act call (default 8)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="evaluation seed: per-episode policy seeds, bootstrap CIs")
+    p.add_argument("--device", default=None, type=nonempty, help="move the policy's model here (e.g. cuda, cpu); default: leave it")
+    p.add_argument("--out", required=True, type=nonempty, help="output directory")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue a killed run in --out (same arguments required)")
     again.add_argument("--overwrite", action="store_true",
@@ -175,6 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     add_threads_argument(p)
     return p
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any], dict[str, Any]]:
+    """``(args, env_kwargs, policy_kwargs)`` of a ``lavida eval`` command line; bad ones exit 2 (one line)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        env_kwargs, policy_kwargs = parse_kwargs(args.env_kwargs), parse_kwargs(args.policy_kwargs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if "split" in env_kwargs:
+        parser.error("pass the split with --split, not in --env-kwargs")
+    return args, env_kwargs, policy_kwargs
 
 
 # ----- processes ---------------------------------------------------------------------------
@@ -372,26 +386,10 @@ class _Stop(Exception):
     """A refusal of ``lavida eval``: printed as ``lavida eval: MESSAGE``, exit status 2."""
 
 
-def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict, dict, int]:
-    """Arguments, ``--env-kwargs``, ``--policy-kwargs`` and the thread count; a bad one exits 2 (argparse)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for flag in ("episodes", "samples", "batch_size"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.start_index < 0:
-        parser.error(f"--start-index must be >= 0, got {args.start_index}")
-    try:
-        env_kwargs, policy_kwargs = parse_kwargs(args.env_kwargs), parse_kwargs(args.policy_kwargs)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if "split" in env_kwargs:
-        parser.error("pass the split with --split, not in --env-kwargs")
-    try:
-        threads = apply_threads(args.threads)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return args, env_kwargs, policy_kwargs, threads
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict, dict, dict]:
+    """Arguments, ``--env-kwargs``, ``--policy-kwargs`` (:func:`parse_args`) and the threads applied."""
+    args, env_kwargs, policy_kwargs = parse_args(argv)
+    return args, env_kwargs, policy_kwargs, apply_threads(args.threads)
 
 
 def _prepare_out(out: Path, config: dict[str, Any], args: argparse.Namespace, dist: Dist) -> set[int]:

@@ -27,6 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from agents.cli_args import ArgumentParser, nonempty
 from evaluation.results import RESULTS_FILE, get_metric, read_results
 
 __all__ = ["COMPARED_FIELDS", "Entry", "build_parser", "find_mismatches", "load_entries", "main", "render_markdown"]
@@ -225,22 +226,27 @@ def write_png(path: Path, entries: Sequence[Entry], metric: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lavida leaderboard`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="lavida leaderboard",
         description="Merge 'lavida eval' results into a Markdown table, a CSV and a PNG bar chart.",
     )
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="result dirs (or folders holding them)")
-    p.add_argument("--out", required=True, help="Markdown file to write; .csv and .png go beside it")
-    p.add_argument("--metric", default="reward",
+    p.add_argument("dirs", nargs="+", metavar="DIR", type=nonempty, help="result dirs (or folders holding them)")
+    p.add_argument("--out", required=True, type=nonempty, help="Markdown file to write; .csv and .png go beside it")
+    p.add_argument("--metric", default="reward", type=nonempty,
                    help="reward (default) | correct | components.NAME | task_metrics.NAME | pass@K")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare results on different env versions/splits/kwargs/episodes anyway (noted in the table)")
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida leaderboard`` command line; bad values exit 2 with one line naming the flag."""
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``lavida leaderboard``; 0 on success, 2 on bad input or refused comparisons."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         entries = load_entries(args.dirs)
     except ValueError as exc:

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from agents.cli_args import ArgumentParser, nonempty
+
 __all__ = ["PANELS", "Run", "bar_chart", "curves", "load_run", "main", "plot_runs"]
 
 #: (title, metric key, dashed companion key or None) of each panel
@@ -140,13 +142,18 @@ def bar_chart(path: Path, labels: Sequence[str], means: Sequence[float | None], 
     return path
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A ``lavida plot`` command line; bad values exit 2 with one line naming the flag."""
+    p = ArgumentParser(prog="lavida plot", description="Draw training curves of lavida train runs (metrics.jsonl).")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", type=nonempty, help="run folders (or metrics.jsonl files); DIR=LABEL names a line, DIR@STEP shifts its steps")
+    p.add_argument("--out", default="curves.png", type=nonempty, help="PNG file to write (default curves.png)")
+    p.add_argument("--title", default="training curves", type=nonempty, help="figure title")
+    return p.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``lavida plot``; 0 on success, 2 on a missing or unreadable run."""
-    p = argparse.ArgumentParser(prog="lavida plot", description="Draw training curves of lavida train runs (metrics.jsonl).")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or metrics.jsonl files); DIR=LABEL names a line, DIR@STEP shifts its steps")
-    p.add_argument("--out", default="curves.png", help="PNG file to write (default curves.png)")
-    p.add_argument("--title", default="training curves", help="figure title")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     try:
         runs = [load_run(spec) for spec in args.runs]
     except (FileNotFoundError, ValueError) as exc:

@@ -27,6 +27,7 @@ import argparse
 import os
 from typing import Any
 
+from agents.cli_args import at_least
 from agents.distributed import single_process_launch_warning  # noqa: F401  (re-exported; lives with the launch code)
 
 __all__ = [
@@ -63,7 +64,7 @@ def default_threads(cores: int | None = None) -> int:
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--threads N`` (default None: :func:`resolve_threads` decides) to ``parser``."""
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+    parser.add_argument("--threads", type=at_least(1), default=None, metavar="N", help=THREADS_HELP)
 
 
 def resolve_threads(requested: int | None = None) -> tuple[int, str]:

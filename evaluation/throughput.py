@@ -15,6 +15,7 @@ import argparse
 import importlib
 from dataclasses import dataclass
 
+from agents.cli_args import ArgumentParser, at_least
 from evaluation.runtime import THREADS_HELP, apply_threads
 
 #: bench target -> (module, what it measures)
@@ -79,14 +80,14 @@ def summary_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one benchmark target (or all) with its own options after the target name."""
-    parser = argparse.ArgumentParser(
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str], int | None]:
+    """``(args, the target's own argv, --threads or None)``; a bad target or --threads exits 2 on one line."""
+    parser = ArgumentParser(
         prog="lavida bench",
         description="Throughput benchmarks. Options after TARGET go to that target (try TARGET --help).",
     )
     parser.add_argument("target", choices=[*TARGETS, "all"], help="what to measure")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=at_least(1), default=None, metavar="N",
                         help=THREADS_HELP + "; before or after TARGET. The rollout, cache and likelihood benches get it too "
                         "(their own default is 1)")  # fmt: skip
     argv = list(argv or [])
@@ -95,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     args = parser.parse_args(argv[:1])  # the target's own flags (and its --help) go to the target
-    rest = argv[1:]
+    return args, argv[1:], requested
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one benchmark target (or all) with its own options after the target name."""
+    args, rest, requested = parse_args(argv)
     threads = apply_threads(requested)
     print(f"torch CPU threads: {threads['threads']} ({threads['source']}; {threads['cores']} cores)")
     names = list(TARGETS) if args.target == "all" else [args.target]

@@ -81,10 +81,11 @@ def test_ablate_runs_every_preset_and_seed_from_one_start_and_resumes(tmp_path, 
 
 
 def test_ablate_names_an_unknown_preset_and_a_malformed_override(tmp_path, capsys):
-    assert ablate.main(["--presets", "ablate_nope", "--out", str(tmp_path)]) == 2
-    assert "ablate_nope" in capsys.readouterr().err
-    assert ablate.main(["--set", "image_size", "--out", str(tmp_path)]) == 2
-    assert "--set 'image_size': expected FIELD=VALUE" in capsys.readouterr().err
+    for argv, message in ((["--presets", "ablate_nope"], "ablate_nope"),
+                          (["--set", "image_size"], "--set 'image_size': expected FIELD=VALUE")):  # fmt: skip
+        with pytest.raises(SystemExit) as info:  # a usage error, before anything runs
+            ablate.main([*argv, "--out", str(tmp_path)])
+        assert info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "sft").exists()  # nothing was trained
 
 

@@ -48,7 +48,9 @@ def test_budget_flags_and_their_errors():
         demo.budget_of(demo._parse(["--episodes", "0"]))
     with pytest.raises(ValueError, match="--sft-steps 700 is past the schedule's end"):
         demo.budget_of(demo._parse(["--sft-steps", "700"]))
-    assert demo.main(["--episodes", "0"]) == 2
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--episodes", "0"])
+    assert info.value.code == 2
 
 
 def test_demo_pipeline_writes_every_row_the_board_and_the_curves(tmp_path, monkeypatch, capsys):
