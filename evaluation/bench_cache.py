@@ -8,7 +8,8 @@ response positions decoded per second, the ratio to ``cache=none``, model calls,
 rate of the decoded texts against ``cache=none`` (greedy), the mean env reward and the paired
 reward difference to ``cache=none`` with a 95% interval. ``--policy DIR`` takes a trained
 checkpoint (the interesting case for agreement and reward: a random model's tokens are noise);
-the default is ``DiffusionPolicy.tiny``. Every ratio is also recorded for the ``lavida bench``
+``--policy hf-dllm:DIR`` measures a native LLaDA / Dream / LLaDA-V folder; the default is
+``DiffusionPolicy.tiny``. Every ratio is also recorded for the ``lavida bench``
 summary table. See docs/rollouts.md for the numbers measured on this project's machine.
 """
 
@@ -73,18 +74,20 @@ def timed(policy: Any, observations: list[dict], batch: int, repeats: int, seed:
 
 
 def load_policy(spec: str | None, image_size: int):
-    """The diffusion policy to measure: a checkpoint directory or a fresh tiny one."""
+    """The diffusion policy to measure: any training spec (a checkpoint directory, ``hf-dllm:DIR``, ...) or a fresh tiny one."""
     from agents.diffusion.policy import DiffusionPolicy
+    from agents.specs import trainable_policy
 
     if spec:
-        return DiffusionPolicy.from_pretrained(spec)
+        return trainable_policy(spec)
     return DiffusionPolicy.tiny(seed=0, image_size=image_size)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """A ``lavida bench cache`` command line; bad values exit 2 with one line naming the flag."""
     parser = ArgumentParser(prog="lavida bench cache", description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", default=None, type=nonempty, help="DiffusionPolicy checkpoint directory (default: a fresh tiny one)")
+    parser.add_argument("--policy", default=None, type=nonempty, help="a training spec: checkpoint directory, hf-dllm:DIR "
+                        "(native LLaDA, Dream, LLaDA-V), ... (default: a fresh DiffusionPolicy.tiny)")  # fmt: skip
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--episodes", type=at_least(1), default=16, help="test problems per task")
     parser.add_argument("--batch", type=at_least(1), default=8, help="observations per rollout call")

@@ -176,3 +176,11 @@ def test_a_killed_native_llada_run_resumes_bit_exactly(folders, tmp_path):
     assert [r["step"] for r in rows["broken"]] == [1, 2, 3, 4] and rows["broken"] == rows["whole"]
     a, b = (dict(t.accelerator.unwrap_model(t.model).state_dict()) for t in (whole, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bench_cache_takes_a_native_folder_spec(folders):
+    # lavida bench cache --policy hf-dllm:DIR measures the native backbone (the cache ratios of issue 21)
+    from evaluation.bench_cache import load_policy
+
+    policy = load_policy(f"hf-dllm:{folders['llada']}", 32)
+    assert isinstance(policy, HFDiffusionPolicy) and isinstance(policy.model.backbone, LLaDAModelLM)
