@@ -239,14 +239,18 @@ class WorkerPool:
             if not pending or wait <= 0:
                 return
             for worker in _readable(pending, wait):
-                messages = worker.read()
-                if messages is None:  # could not start: drop it; the next run reports why
-                    worker.kill()
-                    self.workers.remove(worker)
-                    continue
-                for message in messages:
-                    if message.get("ready"):
-                        worker.ready, worker.last_event = True, time.monotonic()
+                self._read_startup(worker)
+
+    def _read_startup(self, worker: _Worker) -> None:
+        """Read a starting worker's lines: mark it ready on its ready line; drop it if it could not start."""
+        messages = worker.read()
+        if messages is None:  # could not start: drop it; the next run reports why
+            worker.kill()
+            self.workers.remove(worker)
+            return
+        for message in messages:
+            if message.get("ready"):
+                worker.ready, worker.last_event = True, time.monotonic()
 
     def close(self) -> None:
         """Kill every worker."""
@@ -287,14 +291,7 @@ class WorkerPool:
     def _collect_ready(self) -> None:
         """Consume the ready lines of idle workers that finished starting in the background."""
         for worker in [w for w in self.workers if not w.ready and w.batch is None]:
-            messages = worker.read()
-            if messages is None:
-                worker.kill()
-                self.workers.remove(worker)
-                continue
-            for message in messages:
-                if message.get("ready"):
-                    worker.ready, worker.last_event = True, time.monotonic()
+            self._read_startup(worker)
 
     def _dispatch(self, run: _Run) -> None:
         any_ready = self.has_ready()
