@@ -47,6 +47,7 @@ from agents.diffusion.tokenizer import SpecialIds
 from agents.diffusion.uniform import uniform_passes
 from agents.hf.dgemma_model import DGemmaDenoiser, pack_pixels
 from agents.hf.dgemma_sample import CanvasState, sample_blocks
+from agents.hf.prompts import image_turn_ids
 from agents.policy import Rollouts, expand_forced
 from agents.token_policy import TokenPolicy
 
@@ -118,13 +119,7 @@ class DGemmaPolicy(TokenPolicy):
     def encode_prompt(self, text: str) -> list[int]:
         """One user turn [image, text]: the image token becomes ``<boi>``, ``num_patches`` image tokens, ``<eoi>``."""
         image_token = self.tokenizer.convert_ids_to_tokens(self.ids.image)
-        clean = text.replace(image_token, "")
-        if self.use_chat_template:
-            turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": clean}]}]
-            rendered = self.tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
-            ids = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        else:
-            ids = self.tokenizer(f"{image_token}\n{clean}", add_special_tokens=True)["input_ids"]
+        ids = image_turn_ids(self.tokenizer, self.tokenizer, image_token, text, self.use_chat_template)
         span = [self.ids.boi] + [self.ids.image] * self.model.config.num_patches + [self.ids.eoi]
         if self.ids.image not in ids:
             return span + [t for t in ids if t not in (self.ids.boi, self.ids.eoi)]

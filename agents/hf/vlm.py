@@ -47,6 +47,7 @@ from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size
 from agents.hf.llada_v import is_llada_v
 from agents.hf.loaders import ADDED_MASK, hf_folder, mask_id_of
 from agents.hf.policy import HFDiffusionPolicy
+from agents.hf.prompts import image_turn_ids
 
 __all__ = ["FORMAT", "HFVLMDenoiser", "HFVLMDiffusionPolicy"]
 
@@ -199,13 +200,7 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
     # ----- inputs -----------------------------------------------------------------------
     def encode_prompt(self, text: str) -> list[int]:
         """The prompt's ids: one user turn [image, text], its image token expanded to ``num_patches`` placeholders."""
-        clean = text.replace(self.image_token, "")
-        if self.use_chat_template:
-            turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": clean}]}]
-            rendered = self._template_owner.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
-            ids = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        else:
-            ids = self.tokenizer(f"{self.image_token}\n{clean}", add_special_tokens=True)["input_ids"]
+        ids = image_turn_ids(self.tokenizer, self._template_owner, self.image_token, text, self.use_chat_template)
         image, placeholders = self.ids.image, [self.ids.image] * self.model.config.num_patches
         expanded, seen = [], False
         for token in ids:  # the first image token becomes the placeholders; any other is dropped
