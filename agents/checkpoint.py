@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 import agents.train_batch  # noqa: F401  (its import registers every state dataclass the trainer checkpoints)
-from agents.policy_files import check_policy_files
+from agents.policy_files import check_policy_files, require_code_trust
 from agents.state_codec import (
     FIX as _FIX,
     STATE_TYPES,
@@ -176,8 +176,10 @@ def load_checkpoint(
     optimizer: Any,
     scheduler: Any,
     generators: Mapping[str, Any],
+    trust_remote_code: bool = False,
 ) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    """Restore a checkpoint into the live objects; returns ``(step, extra, local)``."""
+    """Restore a checkpoint into the live objects; returns ``(step, extra, local)``. A checkpoint carrying model
+    code loads only with ``trust_remote_code`` (this command's ``--trust_remote_code``, never the policy's past)."""
     rank = accelerator.process_index
     state_path, rank_path = os.path.join(directory, TRAINER_STATE), rank_state_file(directory, rank)
     for path in (state_path, rank_path):
@@ -193,8 +195,9 @@ def load_checkpoint(
     if step < 0 or isinstance(step, bool):
         raise CheckpointError(f"{state_path}: field 'step' is {step!r}, not a step count; {_FIX}")
     rank_state = load_state_file(rank_path)  # read both before changing anything
+    require_code_trust(directory, trust_remote_code, "--resume_from")
     try:
-        trust = {"trust_remote_code": True} if getattr(policy, "remote_code", False) else {}  # the run already runs that code
+        trust = {"trust_remote_code": True} if trust_remote_code and getattr(policy, "remote_code", False) else {}
         saved = type(policy).from_pretrained(directory, **trust)
     except CheckpointError:
         raise

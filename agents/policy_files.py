@@ -12,7 +12,28 @@ import os
 
 from agents.state_codec import CheckpointError
 
-__all__ = ["check_policy_files"]
+__all__ = ["check_policy_files", "model_code_files", "require_code_trust"]
+
+
+def model_code_files(path: str) -> list[str]:
+    """The model code a folder carries (``modeling_*.py`` / ``configuration_*.py`` at its top, sorted)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.endswith(".py") and n.startswith(("modeling_", "configuration_")))
+
+
+def require_code_trust(path: str, trust_remote_code: bool, flag: str) -> None:
+    """Refuse (``CheckpointError``) a ``flag`` folder that carries model code unless this command passed
+    ``--trust_remote_code true``: a checkpoint's code is never trusted because the run that wrote it was."""
+    files = model_code_files(path)
+    if files and not trust_remote_code:
+        raise CheckpointError(
+            f"{flag} {path!r} carries model code ({', '.join(files)}); it runs only when this command passes "
+            "--trust_remote_code true (trust given to the run that wrote it does not carry over): check the files, "
+            "then pass the flag, or delete them if the backbone loads natively"
+        )
 
 
 def check_policy_files(path: str) -> None:

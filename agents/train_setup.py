@@ -28,8 +28,11 @@ __all__ = ["build_policy", "check_capabilities", "configure_policy", "forward_at
 
 def build_policy(config: TrainConfig) -> Any:
     """The :class:`agents.policy.TrainablePolicy` ``config`` names (``init_from`` first; :func:`agents.specs.trainable_policy`)."""
+    from agents.policy_files import require_code_trust
     from agents.specs import trainable_policy
 
+    if config.init_from:
+        require_code_trust(config.init_from, config.trust_remote_code, "--init_from")
     return trainable_policy(config.init_from or config.policy, seed=config.seed, trust_remote_code=config.trust_remote_code)
 
 

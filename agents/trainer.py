@@ -151,7 +151,7 @@ class Trainer:
         if c.resume_from:
             self.step, extra, local = load_checkpoint(
                 c.resume_from, accelerator=acc, policy=self.policy, model=self.model, optimizer=self.optimizer,
-                scheduler=self.scheduler, generators=self.rngs,
+                scheduler=self.scheduler, generators=self.rngs, trust_remote_code=c.trust_remote_code,
             )  # fmt: skip
             self.elapsed = float(extra.get("elapsed", 0.0))
             self.alarm.load_state_dict(extra.get("alarm", {}))

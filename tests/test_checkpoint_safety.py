@@ -266,3 +266,29 @@ def test_saving_a_step_again_replaces_its_checkpoint(run):
     assert "stale" not in os.listdir(target)
     assert load_state_file(os.path.join(target, "trainer_state.pt"))["step"] == 1
     assert not [n for n in os.listdir(run) if n.startswith(".")]
+
+
+# ----- issue 21 item 6: a checkpoint's model code runs only when this command opts in --------------
+def _plant_code(folder: str, marker) -> None:
+    """A modeling file that would leave ``marker`` behind if anything imported it."""
+    with open(os.path.join(folder, "modeling_llada.py"), "w", encoding="utf-8") as f:
+        f.write(f"open({str(marker)!r}, 'w').close()\n")
+
+
+def test_resume_from_a_folder_with_model_code_needs_the_trust_flag_again(run, tmp_path):
+    marker = tmp_path / "code_ran"
+    _plant_code(checkpoint_dir(run, 1), marker)
+    with pytest.raises(CheckpointError, match=r"--resume_from .*carries model code \(modeling_llada.py\).*--trust_remote_code true"):
+        resume(run)
+    assert not marker.exists()
+    config = load_config(TINY, output_dir=run, resume_from=checkpoint_dir(run, 1), trust_remote_code=True, **SETTINGS)
+    assert Trainer(config, policy=tiny_policy(seed=1)).step == 1  # opted in: the resume goes on
+
+
+def test_cli_init_from_a_folder_with_model_code_needs_the_trust_flag(run, tmp_path, capsys):
+    marker = tmp_path / "code_ran"
+    _plant_code(checkpoint_dir(run, 1), marker)
+    code = main(["--config", TINY, "--output_dir", str(tmp_path / "next"), "--init_from", checkpoint_dir(run, 1)])
+    err = capsys.readouterr().err
+    assert code == 2 and not marker.exists() and "Traceback" not in err
+    assert "--init_from" in err and "modeling_llada.py" in err and "--trust_remote_code true" in err
