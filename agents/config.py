@@ -61,6 +61,7 @@ __all__ = [
     "KNOWN_TASKS",
     "QUICK_SFT",
     "TaskDecoding",
+    "TaskEnvKwargs",
     "TaskWeights",
     "TrainConfig",
     "as_list",
@@ -113,14 +114,22 @@ class TaskWeights(dict):
 class TaskDecoding(dict):
     """``{task: {setting: value}}`` from a dict or a JSON object string."""
 
+    field_name = "task_decoding"
+
     def __init__(self, value: Any = None) -> None:
         if value is not None and not isinstance(value, (str, dict)):
             value = dict(value)  # pairs (dataclasses.asdict rebuilds dicts this way)
         if isinstance(value, str):
             value = json.loads(value) if value.strip() else {}
         if not isinstance(value or {}, dict) or not all(isinstance(v, dict) for v in (value or {}).values()):
-            raise ValueError(f"task_decoding must map task -> {{setting: value}}, got {value!r}")
+            raise ValueError(f"{self.field_name} must map task -> {{setting: value}}, got {value!r}")
         super().__init__({str(k): dict(v) for k, v in (value or {}).items()})
+
+
+class TaskEnvKwargs(TaskDecoding):
+    """``{task: {env keyword: value}}`` (``env_kwargs``) from a dict or a JSON object string."""
+
+    field_name = "env_kwargs"
 
 
 def _field(
@@ -189,6 +198,11 @@ class TrainConfig:
         "only; docs/testbed.md 'Imperfect references'): systematically wrong references, the verifier still true.",
     )
     image_size: int = _field(64, "Observation image size (pixels) of every env.")
+    env_kwargs: TaskEnvKwargs = _field(
+        factory=TaskEnvKwargs,
+        help="Per-task gym.make keywords of the train and test envs (not split/difficulty), e.g. the CPU testbed levels "
+        "'{\"grounding\": {\"grid\": 2, \"min_shapes\": 2, \"max_shapes\": 2, \"expression\": \"color\"}}' (docs/testbed.md).",
+    )
     # ----- batch ---------------------------------------------------------------------
     prompts_per_step: int = _field(4, "Prompts (groups) sampled per RL step.")
     sft_per_step: int = _field(
@@ -280,6 +294,8 @@ class TrainConfig:
             self.tasks = TaskWeights(self.tasks)
         if not isinstance(self.task_decoding, TaskDecoding):
             self.task_decoding = TaskDecoding(self.task_decoding)
+        if not isinstance(self.env_kwargs, TaskEnvKwargs):
+            self.env_kwargs = TaskEnvKwargs(self.env_kwargs)
         if isinstance(self.scale_rewards, bool):
             self.scale_rewards = "group" if self.scale_rewards else "none"
         elif isinstance(self.scale_rewards, str) and self.scale_rewards.lower() in ("true", "false"):
@@ -328,6 +344,7 @@ class TrainConfig:
         """JSON/YAML-able dict of every field (saved with checkpoints and results)."""
         out = asdict(self)
         out["tasks"], out["task_decoding"] = dict(self.tasks), {k: dict(v) for k, v in self.task_decoding.items()}
+        out["env_kwargs"] = {k: dict(v) for k, v in self.env_kwargs.items()}
         return out
 
     # ----- validation ------------------------------------------------------------------
@@ -377,6 +394,12 @@ class TrainConfig:
             unknown = sorted(set(getattr(self, name)) - set(KNOWN_TASKS))
             if unknown:
                 _fail(name, getattr(self, name), f"unknown task(s) {unknown}; known: {list(KNOWN_TASKS)}")
+        for task, kwargs in self.env_kwargs.items():
+            if task not in KNOWN_TASKS:
+                _fail("env_kwargs", {task: kwargs}, f"unknown task {task!r}; known: {list(KNOWN_TASKS)}")
+            fixed = sorted(set(kwargs) & {"split", "difficulty"})
+            if fixed:
+                _fail(f"env_kwargs.{task}", kwargs, f"{fixed} are set by the trainer (difficulty: the difficulty field)")
         for task, overrides in self.task_decoding.items():
             if task not in KNOWN_TASKS:
                 _fail("task_decoding", {task: overrides}, f"unknown task {task!r}; known: {list(KNOWN_TASKS)}")

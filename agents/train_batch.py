@@ -81,10 +81,17 @@ def make_envs(config: Any, split: str, difficulty: str | None = None) -> dict[st
     """``{task: env}`` for the tasks of ``config`` with weight > 0 (at ``difficulty``, default the config's)."""
     level = str(config.difficulty if difficulty is None else difficulty)
     difficulty = level if level == "mixed" else int(level)
-    return {
-        task: gym.make(TASK_ENV_IDS[task], split=split, difficulty=difficulty, image_size=config.image_size)
-        for task in config.task_weights
-    }
+    envs = {}
+    for task in config.task_weights:
+        extra = dict(getattr(config, "env_kwargs", {}).get(task, {}))
+        try:
+            envs[task] = gym.make(TASK_ENV_IDS[task], split=split, difficulty=difficulty,
+                                  **{"image_size": config.image_size, **extra})  # fmt: skip
+        except (TypeError, ValueError) as exc:
+            if not extra:
+                raise
+            raise ValueError(f"TrainConfig.env_kwargs.{task}={extra!r}: {exc}") from None
+    return envs
 
 
 def set_decoding(policy: Any, settings: Mapping[str, Any], task: str | None = None) -> Any:

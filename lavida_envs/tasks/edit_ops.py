@@ -267,10 +267,11 @@ _OP_FUNCS = {"recolor": _op_recolor, "remove": _op_remove, "move": _op_move, "re
 
 
 def sample_edit(
-    rng: random.Random, scene: Scene, level: int, ops: Sequence[str] = OPS, colors: Sequence[str] | None = None
+    rng: random.Random, scene: Scene, level: int, ops: Sequence[str] = OPS, colors: Sequence[str] | None = None,
+    expression: str = "any",
 ) -> EditSpec | None:
-    """An edit of difficulty ``level`` on ``scene`` whose target is proven unique, or None."""
-    found = generate(rng, scene, level)
+    """An edit of difficulty ``level`` on ``scene`` whose target is proven unique (``expression``: see generate)."""
+    found = generate(rng, scene, level, expression=expression)
     if found is None:
         return None
     ref, t = found

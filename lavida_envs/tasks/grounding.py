@@ -28,6 +28,10 @@ Kwargs (besides :class:`~lavida_envs.base.TaskEnv`'s):
 * ``iou_threshold``: ``None`` (default) -> the floored IoU above; a float ``t`` ->
   accuracy = 1 if IoU >= t else 0 (e.g. 0.5 for the paper's P@0.5 as a reward).
 * ``min_shapes`` / ``max_shapes``: shapes per scene (default 3..9).
+* ``grid`` (level 1): cells per side of the layout (default ``LEVEL1_GRID`` = 4);
+  ``expression`` (level 1): ``"any"`` (default) or ``"color"`` ("the red shape" only). The CPU
+  testbed level of docs/testbed.md ("CPU testbed levels of Grounding and ImageEdit") is level 1
+  with ``grid=2, min_shapes=2, max_shapes=2, expression="color"``: a box is one of 4 values.
 * ``dataset``: ``"refcoco"``, ``"refcoco+"``, ``"refcocog"`` or ``"reasonseg"`` (optionally
   ``":SUBSPLIT"``, e.g. ``"refcoco:testA"``) with ``data_dir`` -- real images letterboxed
   to ``image_size`` (see ``lavida_envs.datasets.refcoco`` / ``.reasonseg``).
@@ -52,7 +56,7 @@ from lavida_envs.base import Problem, Score, TaskEnv, coerce_text, split_of_key
 from lavida_envs.rewards.format import format_reward
 from lavida_envs.rewards.grounding import BOX_FORMATS, DEFAULT_IOU_FLOOR, format_box, iou_accuracy, score_box_text
 from lavida_envs.scene import Scene, render_scene, sample_grid_scene, sample_scene, shape_box
-from lavida_envs.tasks.grounding_refgen import generate
+from lavida_envs.tasks.grounding_refgen import EXPRESSIONS, generate
 from lavida_envs.tasks.grounding_refs import Ref, SidesCount
 
 if TYPE_CHECKING:
@@ -172,6 +176,8 @@ class GroundingEnv(TaskEnv):
         min_shapes: int = 3,
         max_shapes: int = 9,
         iou_floor: float = DEFAULT_IOU_FLOOR,
+        grid: int = LEVEL1_GRID,
+        expression: str = "any",
     ) -> None:
         if box_format not in BOX_FORMATS:
             raise ValueError(f"box_format must be one of {list(BOX_FORMATS)}, got {box_format!r}")
@@ -181,6 +187,11 @@ class GroundingEnv(TaskEnv):
             raise ValueError(f"iou_floor must be a number in [0, 1) (0 = continuous IoU), got {iou_floor!r}")
         if not 2 <= int(min_shapes) <= int(max_shapes) <= 12:
             raise ValueError(f"need 2 <= min_shapes <= max_shapes <= 12, got {min_shapes}, {max_shapes}")
+        if isinstance(grid, bool) or not isinstance(grid, int) or not 2 <= grid <= LEVEL1_GRID:
+            raise ValueError(f"grid must be an int in [2, {LEVEL1_GRID}] (level-1 cells per side), got {grid!r}")
+        if expression not in EXPRESSIONS:
+            raise ValueError(f"expression must be one of {list(EXPRESSIONS)}, got {expression!r}")
+        self.grid, self.expression = grid, expression
         self.box_format = box_format
         self.iou_threshold = None if iou_threshold is None else float(iou_threshold)
         self.iou_floor = float(iou_floor)
@@ -192,13 +203,13 @@ class GroundingEnv(TaskEnv):
         """A scene and a level-``difficulty`` expression proven to name exactly one shape."""
         for _ in range(200):
             if difficulty == 1:
-                top = min(self.max_shapes, LEVEL1_GRID**2)
-                scene = sample_grid_scene(rng, min(self.min_shapes, top), top, LEVEL1_GRID, LEVEL1_SIZE)
+                top = min(self.max_shapes, self.grid**2)
+                scene = sample_grid_scene(rng, min(self.min_shapes, top), top, self.grid, LEVEL1_SIZE)
             else:
                 scene = sample_scene(rng, self.min_shapes, self.max_shapes)
             if split_of_key(f"{self.task_name}|{scene.key()}") != self.split:
                 continue  # cheap early rejection; TaskEnv.problem re-checks the key's split
-            found = generate(rng, scene, difficulty)
+            found = generate(rng, scene, difficulty, expression=self.expression)
             if found is not None:
                 return GroundingSpec(scene, found[0], found[1])
         raise RuntimeError(
@@ -220,7 +231,7 @@ class GroundingEnv(TaskEnv):
         answer = self._box_text(gold)
         if difficulty == 1:  # grid layout: name the target's cell, then its box
             phrase, target = spec.ref.phrase(), scene[spec.target]
-            row, col = int(target.y * LEVEL1_GRID) + 1, int(target.x * LEVEL1_GRID) + 1
+            row, col = int(target.y * self.grid) + 1, int(target.x * self.grid) + 1
             steps = [f"{phrase[:1].upper()}{phrase[1:]} is in row {row}, column {col}."]
         else:
             steps = spec.ref.explain(scene, name) + [f"Its bounding box is {answer}."]

@@ -32,7 +32,7 @@ from lavida_envs.tasks.grounding_refs import (
     _strictly,
 )
 
-__all__ = ["LEVELS", "generate", "heads_for"]
+__all__ = ["EXPRESSIONS", "LEVELS", "gen_color", "generate", "heads_for"]
 
 Gen = Callable[[random.Random, Scene, int], Optional[Ref]]
 _DIRS = ("left", "right", "above", "below")
@@ -67,6 +67,11 @@ def gen_attr(rng: random.Random, scene: Scene, t: int) -> Ref | None:
     """Level 1: 'the red circle' / 'the circle' / 'the red shape'."""
     s = scene[t]
     return _first(rng, scene, t, [Attr(Desc(s.color, s.kind)), Attr(Desc(kind=s.kind)), Attr(Desc(color=s.color))])
+
+
+def gen_color(rng: random.Random, scene: Scene, t: int) -> Ref | None:
+    """The CPU testbed's level 1 (``expression="color"``): 'the red shape' only."""
+    return _first(rng, scene, t, [Attr(Desc(color=scene[t].color))])
 
 
 def _relation(anchor_gen: Gen) -> Gen:
@@ -192,9 +197,18 @@ _L5 = _any_of(_relation(_any_of(_L3, _L4)), _same_attr(_any_of(_L2, _L3, _L4)))
 LEVELS: dict[int, Gen] = {1: gen_attr, 2: _L2, 3: _L3, 4: _L4, 5: _L5}
 
 
-def generate(rng: random.Random, scene: Scene, level: int, tries: int = 6) -> tuple[Ref, int] | None:
-    """An expression of ``level`` proven to refer to exactly one shape, and that shape's index."""
-    gen = LEVELS[level]
+#: Expression families a level-1 env may be restricted to (``expression=``): every level-1 form, or colour only.
+EXPRESSIONS: tuple[str, ...] = ("any", "color")
+
+
+def generate(
+    rng: random.Random, scene: Scene, level: int, tries: int = 6, expression: str = "any"
+) -> tuple[Ref, int] | None:
+    """An expression of ``level`` proven to refer to exactly one shape, and that shape's index.
+
+    ``expression="color"`` (level 1 only): colour-only expressions, the CPU testbed level (docs/testbed.md).
+    """
+    gen = gen_color if expression == "color" and level == 1 else LEVELS[level]
     targets = list(range(len(scene)))
     rng.shuffle(targets)
     for t in targets[:tries]:

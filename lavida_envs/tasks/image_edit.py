@@ -36,6 +36,12 @@ solution, "image": exact target image}``, which scores 1.0 -- what an oracle ste
 data supervises. The region mask is a side door for tests:
 ``env.unwrapped.problem(index).meta["region_mask"]`` (and ``meta["target_image"]``).
 Real data: ``dataset="magicbrush", data_dir=...`` (:mod:`lavida_envs.datasets.magicbrush`).
+
+``grid`` (default None: free layout) lays the scene out as Grounding's level 1 does: one shape
+size, centred in distinct cells of a ``grid x grid`` layout; ``expression="color"`` (level 1)
+names the target by its colour only. The CPU testbed level of docs/testbed.md ("CPU testbed
+levels of Grounding and ImageEdit") is level 1 with ``ops=["recolor"], grid=2, min_shapes=2,
+max_shapes=2, expression="color"``: "Recolor the red shape to blue." on two shapes.
 """
 
 from __future__ import annotations
@@ -53,7 +59,9 @@ from lavida_envs.base import CHARSET, MAX_ACTION_CHARS, Problem, Score, TaskEnv,
 from lavida_envs.rewards.edit import CLIPScorer, EditReference, JudgeScorer, coerce_image
 from lavida_envs.rewards.format import format_reward
 from lavida_envs.render import BACKGROUND
-from lavida_envs.scene import render_scene, sample_scene
+from lavida_envs.scene import render_scene, sample_grid_scene, sample_scene
+from lavida_envs.tasks.grounding import LEVEL1_GRID, LEVEL1_SIZE
+from lavida_envs.tasks.grounding_refgen import EXPRESSIONS
 from lavida_envs.tasks.edit_ops import OPS, EditSpec, changes_pixels, edit_prompt, region_mask, sample_edit
 
 __all__ = ["CORRECT_THRESHOLD", "EDIT_REWARDS", "ImageEditEnv"]
@@ -89,6 +97,8 @@ class ImageEditEnv(TaskEnv):
         ops: Sequence[str] = OPS,
         min_shapes: int = 3,
         max_shapes: int = 9,
+        grid: int | None = None,
+        expression: str = "any",
     ) -> None:
         if edit_reward not in EDIT_REWARDS:
             raise ValueError(f"edit_reward must be one of {EDIT_REWARDS}, got {edit_reward!r}")
@@ -99,8 +109,14 @@ class ImageEditEnv(TaskEnv):
         bad = [op for op in ops if op not in OPS] if not isinstance(ops, str) else [ops]
         if bad or not ops:
             raise ValueError(f"ops must be a non-empty list drawn from {OPS}, got {ops!r}")
-        if not 3 <= int(min_shapes) <= int(max_shapes) <= 9:
-            raise ValueError(f"need 3 <= min_shapes <= max_shapes <= 9, got {min_shapes}, {max_shapes}")
+        if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or not 2 <= grid <= LEVEL1_GRID):
+            raise ValueError(f"grid must be None (free layout) or an int in [2, {LEVEL1_GRID}], got {grid!r}")
+        low, high = (2, grid * grid) if grid else (3, 9)
+        if not low <= int(min_shapes) <= int(max_shapes) <= high:
+            raise ValueError(f"need {low} <= min_shapes <= max_shapes <= {high} (grid={grid}), got {min_shapes}, {max_shapes}")
+        if expression not in EXPRESSIONS:
+            raise ValueError(f"expression must be one of {list(EXPRESSIONS)}, got {expression!r}")
+        self.grid, self.expression = grid, expression
         self.edit_reward = edit_reward
         self.ops = tuple(ops)
         self.min_shapes, self.max_shapes = int(min_shapes), int(max_shapes)
@@ -145,10 +161,13 @@ class ImageEditEnv(TaskEnv):
         """Pick an op, then draw scenes until an edit of that op and level is proven."""
         op = rng.choice(self.ops)
         for _ in range(_SCENE_DRAWS):
-            scene = sample_scene(rng, self.min_shapes, self.max_shapes)
+            if self.grid:
+                scene = sample_grid_scene(rng, self.min_shapes, self.max_shapes, self.grid, LEVEL1_SIZE)
+            else:
+                scene = sample_scene(rng, self.min_shapes, self.max_shapes)
             if split_of_key(f"{self.task_name}|{scene.key()}") != self.split:
                 continue  # cheap early rejection; TaskEnv.spec_for re-checks the key's split
-            spec = sample_edit(rng, scene, difficulty, ops=(op,))
+            spec = sample_edit(rng, scene, difficulty, ops=(op,), expression=self.expression)
             if spec is not None and changes_pixels(spec, self.image_size):
                 return spec
         raise RuntimeError(
