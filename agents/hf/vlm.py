@@ -7,8 +7,9 @@ text LM (:class:`agents.hf.policy.HFDenoiser`); logits at ``i`` predict token ``
 
 * Images: the observation's uint8 ``(H, W, 3)`` image goes through the folder's image processor
   (``AutoProcessor`` / ``AutoImageProcessor``; PIL backends need no torchvision) to pixel tensors
-  ``(N, 3, S, S)``; a folder without one gets CLIP-normalised tensors at the vision config's
-  ``image_size``. :class:`HFVLMDenoiser` runs the backbone's ``get_image_features`` (vision tower
+  ``(N, 3, S, S)``; only a folder whose files describe no image processor gets a default: SigLIP's
+  (mean/std 0.5) for a SigLIP tower, else CLIP-normalised tensors at the vision config's
+  ``image_size`` (a preprocessor config that does not load is an error naming it). :class:`HFVLMDenoiser` runs the backbone's ``get_image_features`` (vision tower
   + projector) and writes the features over the image placeholder tokens' embeddings, then runs
   the whole backbone on ``inputs_embeds`` with a 4-D additive (bidirectional) mask.
 * Prompt: one user turn ``[image, text]`` through the processor's (else the tokenizer's) chat
@@ -52,7 +53,9 @@ from agents.hf.prompts import image_turn_ids
 __all__ = ["FORMAT", "HFVLMDenoiser", "HFVLMDiffusionPolicy"]
 
 FORMAT = "lavida-hf-vlm-diffusion"
-#: OpenAI CLIP normalisation, for folders without an image processor
+#: files that describe an image processor; only a folder without one gets a default normalisation
+PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+#: OpenAI CLIP normalisation, for folders without an image processor (and no SigLIP tower)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -292,7 +295,9 @@ def _auto_vlm(folder: Any, raw: dict[str, Any], trust_remote_code: bool, dtype: 
     extra = {"dtype": dtype} if dtype is not None else {}
     backbone = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True,
                                                            trust_remote_code=trust_remote_code, **extra)  # fmt: skip
-    return backbone, tokenizer, processor, image_processor, text_config, _vision_size(config), remote
+    size = _vision_size(config)
+    image_processor = image_processor or _default_image_processor(config, size)
+    return backbone, tokenizer, processor, image_processor, text_config, size, remote
 
 
 def _native_llada_v(folder: Any, dtype: Any) -> tuple:
@@ -307,7 +312,7 @@ def _native_llada_v(folder: Any, dtype: Any) -> tuple:
     processor, image_processor = _load_processing(folder, False)
     tokenizer = getattr(processor, "tokenizer", None) or AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     size = backbone.image_size
-    if image_processor is None:
+    if image_processor is None:  # LLaDA-V's SigLipImageProcessor: bicubic to the tower's size, mean/std 0.5
         image_processor = SiglipImageProcessorPil(size={"height": size, "width": size})
     if getattr(tokenizer, "image_token_id", None) is None:
         if "<image>" not in tokenizer.get_vocab():
@@ -322,23 +327,63 @@ def _vision_size(config: Any) -> int:
 
 
 def _load_processing(folder: Any, trust_remote_code: bool) -> tuple[Any, Any]:
-    """``(processor or None, image processor or None)`` of a folder (PIL backends; no torchvision needed)."""
+    """``(processor or None, image processor or None)`` of a folder (PIL backends; no torchvision needed).
+
+    None for the image processor only when no file describes one (:func:`_image_processor_file`): a folder with one
+    whose image processor does not load is a ``ValueError`` naming the file and what failed (a default
+    normalisation would be wrong for the model: CLIP's mean/std is not SigLIP's 0.5)."""
     from transformers import AutoImageProcessor, AutoProcessor
 
+    failures: list[str] = []
     processor = None
     try:
         processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
-    except (ImportError, OSError, ValueError, TypeError, KeyError):
-        processor = None
+    except (ImportError, OSError, ValueError, TypeError, KeyError) as exc:
+        failures.append(f"AutoProcessor: {type(exc).__name__}: {str(exc)[:200]}")
     image_processor = getattr(processor, "image_processor", None)
     if image_processor is None:
         processor = processor if getattr(processor, "tokenizer", None) is not None else None
         try:
             image_processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True,
                                                                  trust_remote_code=trust_remote_code, backend="pil")  # fmt: skip
-        except (ImportError, OSError, ValueError, TypeError, KeyError):
-            image_processor = None
+        except (ImportError, OSError, ValueError, TypeError, KeyError) as exc:
+            failures.append(f"AutoImageProcessor: {type(exc).__name__}: {str(exc)[:200]}")
+    config = _image_processor_file(folder)
+    if image_processor is None and config is not None:
+        raise ValueError(f"{config} describes the folder's image processor, but it did not load "
+                         f"({'; '.join(failures) or 'no image processor'}); fix the file (a default normalisation would "
+                         "not be the model's: CLIP mean/std, SigLIP 0.5), or delete it to use the default")  # fmt: skip
     return processor, image_processor
+
+
+def _image_processor_file(folder: Any) -> str | None:
+    """The file describing a folder's image processor: ``preprocessor_config.json``, else a ``processor_config.json``
+    holding an ``image_processor`` entry (transformers 5 writes it there) or not readable as JSON; None: neither."""
+    for name in PREPROCESSOR_FILES:
+        path = os.path.join(str(folder), name)
+        if not os.path.isfile(path):
+            continue
+        if name == PREPROCESSOR_FILES[0]:
+            return path
+        try:
+            with open(path, encoding="utf-8") as f:
+                entry = json.load(f)
+        except (OSError, ValueError):
+            return path
+        if isinstance(entry, dict) and "image_processor" in entry:
+            return path
+    return None
+
+
+def _default_image_processor(config: Any, size: int) -> Any:
+    """For a folder without an image processor: SigLIP's (square bicubic resize, mean/std 0.5) for a SigLIP
+    tower; None (CLIP normalisation in :func:`_pixel_values`) otherwise."""
+    vision = getattr(config, "vision_config", None)
+    if "siglip" not in str(getattr(vision, "model_type", "")).lower():
+        return None
+    from transformers import SiglipImageProcessorPil
+
+    return SiglipImageProcessorPil(size={"height": size, "width": size})
 
 
 def _pixel_values(images: list[Any], image_processor: Any, size: int) -> torch.Tensor:
