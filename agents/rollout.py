@@ -208,8 +208,14 @@ def sample_problems(
     rng: np.random.Generator,
     envs: Mapping[str, Any] | None = None,
     pool: int | None = None,
+    *,
+    task_rng: np.random.Generator | None = None,
 ) -> list[Problem]:
     """``count`` problems of the mixture: env name drawn by weight, index uniform over its problems.
+
+    ``task_rng`` (optional) draws the env names instead of ``rng``: a stream shared by all ranks of a
+    multi-process run gives every rank the same tasks in the same order (equal forwards per task) while
+    ``rng`` (per rank) still draws different problem indices.
 
     An env with ``unwrapped.num_problems()`` (dataset-backed) bounds the index; procedural
     envs draw from ``[0, 2**31 - 1)``; ``pool`` bounds it further (indices ``[0, pool)`` only).
@@ -218,7 +224,7 @@ def sample_problems(
     if not names or any(w < 0 for w in weights.values()):
         raise ValueError(f"weights must be >= 0 with at least one > 0, got {dict(weights)}")
     p = np.array([weights[n] for n in names], dtype=np.float64)
-    picks = rng.choice(len(names), size=count, p=p / p.sum())
+    picks = (rng if task_rng is None else task_rng).choice(len(names), size=count, p=p / p.sum())
     out = []
     for k in picks:
         env = (envs or {}).get(names[k])

@@ -23,7 +23,8 @@ Contract:
   = ``policy.scored_mask(rollouts)`` (token counts of the loss). :class:`NLLMeter` sums per-token NLL of text and image-code positions
   (``extras["code_mask"]``) over the scored positions.
 * :func:`evaluate` -- greedy (temperature 0) held-out rewards on test problems
-  ``rank, rank + world, ... < eval_episodes`` of each task: ``{task: [(reward, correct)]}``.
+  ``rank, rank + world, ... < eval_episodes`` of each task: ``{task: [(reward, correct)]}``; every rank
+  decodes ``ceil(eval_episodes / world)`` problems (a short share is padded, the padding's results dropped).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.collectives import pad_shares
 from agents.losses import distill_advantages, grpo_advantages, mix_advantages
 from agents.policy import Rollouts
 from agents.rollout import ForcingConfig, GroupBatch, Problem, batch_rewards, collect_groups, open_problems
@@ -236,15 +238,17 @@ def evaluate(
     """Greedy held-out ``(reward, correct)`` per task on this rank's share of the test problems."""
     out: dict[str, list[tuple[float, bool]]] = {}
     for task, env in envs.items():
-        indices = list(range(rank, config.eval_episodes, world))
+        share = pad_shares(range(config.eval_episodes), rank, world)  # equal length on every rank (equal forwards)
         results: list[tuple[float, bool]] = []
         with use_decoding(policy, {**config.decoding_for(task), "temperature": 0.0}, task):
-            for begin in range(0, len(indices), batch_size):
-                chunk = [Problem(task, i) for i in indices[begin : begin + batch_size]]
-                _, observations = open_problems(envs, chunk)
+            for begin in range(0, len(share), batch_size):
+                chunk = share[begin : begin + batch_size]
+                problems = [Problem(task, i) for i, _ in chunk]
+                _, observations = open_problems(envs, problems)
                 actions = policy.act(observations, 1)
-                for problem, action in zip(chunk, actions):
-                    (res,) = score_actions(env, problem.index, action[:1]).steps
-                    results.append((res.reward, res.correct))
+                for problem, (_, real), action in zip(problems, chunk, actions):
+                    if real:  # padding items are decoded with the others and dropped here
+                        (res,) = score_actions(env, problem.index, action[:1]).steps
+                        results.append((res.reward, res.correct))
         out[task] = results
     return out

@@ -44,6 +44,7 @@ import warnings
 
 import torch
 
+from agents.collectives import active_sync
 from agents.diffusion.masking import get_num_transfer_tokens
 
 ModelFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -524,10 +525,22 @@ def sample(
     x, record, step, start, nfe = current.sequences, current.unmask_step, current.step, current.step, 0
     if on_step is not None:
         on_step(SamplerState(x.clone(), record.clone(), step))
-    while (work := strategy.work(x[:, prompt_len:], record, step)) is not None:
-        step += 1
-        if bool(work.rows.any()):
-            nfe += _step(model_fn, store, strategy, work, x, record, full_mask, step, plan, mode, decode)
-        if on_step is not None:
-            on_step(SamplerState(x.clone(), record.clone(), step))
+    sync = active_sync()  # a multi-process training step: every rank makes the same model calls (agents.collectives)
+    while True:
+        work, calls = strategy.work(x[:, prompt_len:], record, step), 0
+        if work is not None:
+            step += 1
+            if bool(work.rows.any()):
+                calls = _step(model_fn, store, strategy, work, x, record, full_mask, step, plan, mode, decode)
+                nfe += calls
+            if on_step is not None:
+                on_step(SamplerState(x.clone(), record.clone(), step))
+        if sync is not None:  # pad with dummy forwards (results dropped) while another rank still decodes
+            missing, working = sync.pad(calls, work is not None)
+            for _ in range(missing):
+                model_fn(x[:1], None if full_mask is None else full_mask[:1])
+            if not working:
+                break
+        elif work is None:
+            break
     return SampleOutput(sequences=x, unmask_step=record, nfe=nfe, steps_taken=step - start)
