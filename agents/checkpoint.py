@@ -11,6 +11,12 @@ Layout of ``output_dir/checkpoint-STEP/``:
   the trainer's named ``numpy.random.Generator`` / ``torch.Generator`` states and ``local``
   (per-rank objects such as the rollout batch still being reused).
 
+Sharded models (FSDP2, :mod:`agents.sharded_state`): the policy is saved from parameters gathered
+on every rank (so the folder loads in one process like any other), and each rank's optimizer
+shard goes into its ``rank_state_<r>.pt`` (``trainer_state.pt``'s optimizer field then says
+``{"per_rank": True}``); loading puts each rank's shard of the saved weights back through
+``set_model_state_dict`` and restores its own optimizer shard (same number of processes).
+
 Nothing in a checkpoint is executed on load. Both ``.pt`` files are written and read by the
 pickle-free state codec (:mod:`agents.state_codec`: ``torch.load(weights_only=True)``, tensors,
 plain data and the registered dataclasses only); anything else is refused with a
@@ -34,10 +40,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from functools import partial as partial_load
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+
+from agents.sharded_state import gathered_parameters, is_sharded, load_full_state, local_optimizer_state, restore_optimizer_state
 
 import agents.train_batch  # noqa: F401  (its import registers every state dataclass the trainer checkpoints)
 from agents.policy_files import check_policy_files, require_code_trust
@@ -69,6 +78,7 @@ __all__ = [
 
 TRAINER_STATE = "trainer_state.pt"
 STATE_FORMAT, STATE_VERSION = "lavida-trainer-state", 2
+PER_RANK = "per_rank"  # trainer_state.pt optimizer field of a sharded run: each rank state holds its shard
 
 
 def checkpoint_dir(output_dir: str, step: int) -> str:
@@ -136,15 +146,19 @@ def save_checkpoint(
 ) -> str:
     """Write the checkpoint of ``step`` to ``directory`` atomically (collective: every rank must call it)."""
     rank, partial = accelerator.process_index, _partial_dir(directory)
-    rank_state = encode_state({**_rng_states(generators), "local": dict(local or {})}, f"rank {rank} state")
-    if accelerator.is_main_process:
-        state = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": int(step),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "extra": dict(extra or {})}  # fmt: skip
-        state = encode_state(state, "trainer state")
-        shutil.rmtree(partial, ignore_errors=True)  # left by a save that was killed
-        os.makedirs(partial)
-        policy.save_pretrained(partial)
-        torch.save(state, os.path.join(partial, TRAINER_STATE))
+    per_rank = is_sharded(policy.model)  # FSDP2: each rank's optimizer shard goes into its own rank state
+    own = {"optimizer": local_optimizer_state(optimizer)} if per_rank else {}
+    rank_state = encode_state({**_rng_states(generators), "local": dict(local or {}), **own}, f"rank {rank} state")
+    optimizer_state = {PER_RANK: True} if per_rank else optimizer.state_dict()
+    with gathered_parameters(policy.model):  # collective: the whole model on every rank, written once by main
+        if accelerator.is_main_process:
+            state = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": int(step),
+                     "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "extra": dict(extra or {})}  # fmt: skip
+            state = encode_state(state, "trainer state")
+            shutil.rmtree(partial, ignore_errors=True)  # left by a save that was killed
+            os.makedirs(partial)
+            policy.save_pretrained(partial)
+            torch.save(state, os.path.join(partial, TRAINER_STATE))
     accelerator.wait_for_everyone()  # the folder exists before the other ranks write into it
     torch.save(rank_state, rank_state_file(partial, rank))
     accelerator.wait_for_everyone()
@@ -205,21 +219,23 @@ def load_checkpoint(
         if isinstance(exc, FileNotFoundError):
             raise
         raise CheckpointError(f"{directory}: cannot load the saved policy: {exc}") from None
-    try:
-        accelerator.unwrap_model(model).load_state_dict(saved.model.state_dict())
+    try:  # a sharded model keeps its shard of each full tensor (set_model_state_dict)
+        load_full_state(accelerator.unwrap_model(model), saved.model.state_dict())
     except RuntimeError as exc:
         raise CheckpointError(
             f"{directory}: the saved model does not fit this run's model ({str(exc).strip()[:300]}); resume with the "
             "config that wrote the checkpoint"
         ) from None
     for key, target in (("optimizer", optimizer), ("scheduler", scheduler)):
-        value = _field(state, key, dict, state_path)
+        value, path, load = _field(state, key, dict, state_path), state_path, target.load_state_dict
+        if key == "optimizer" and value.get(PER_RANK):  # a sharded run: this rank's shard of the optimizer state
+            value, path, load = _field(rank_state, key, dict, rank_path), rank_path, partial_load(restore_optimizer_state, target)
         try:
-            target.load_state_dict(value)
+            load(value)
         except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
             raise CheckpointError(
-                f"{state_path}: field {key!r} does not fit this run's {key} ({type(exc).__name__}: {exc}); resume with "
-                "the config that wrote the checkpoint"
+                f"{path}: field {key!r} does not fit this run's {key} ({type(exc).__name__}: {exc}); resume with "
+                "the config that wrote the checkpoint (and as many processes)"
             ) from None
     _set_rng_states(rank_state, generators, rank_path)
     extra = _field(state, "extra", dict, state_path) if "extra" in state else {}

@@ -16,9 +16,14 @@
   precision (``accelerator.prepare_model(..., evaluation_mode=True)``: no DDP wrapper, nothing to
   synchronise since it has no gradients).
 
+* FSDP2 on CPU (``configs/accelerate/fsdp2_cpu.yaml``; accelerate would run it as DDP):
+  :func:`shard_on_cpu` shards it with torch's ``fully_shard``, like the policy.
+
 In every case the reference's parameters have ``requires_grad=False`` and its model is in eval
-mode. :func:`sharded` says whether the run shards parameters across processes (FSDP, ZeRO-3):
-then every process must run the same number of forward passes (see the README's Known limits).
+mode. :func:`sharded` says whether the run shards parameters across processes (FSDP, ZeRO-3, the
+CPU FSDP2 seam): every process then makes the same forwards (:mod:`agents.collectives`).
+:func:`run_info` is what ``run.json`` records; :func:`ignored_launch_warning` says when accelerate
+ignored a sharding launch config.
 """
 
 from __future__ import annotations
@@ -31,7 +36,19 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["build_reference", "configure_deepspeed", "sharded", "zero_stage"]
+__all__ = [
+    "accumulation_plugin",
+    "build_reference",
+    "configure_deepspeed",
+    "counted_module",
+    "cpu_fsdp_requested",
+    "fsdp2_root_fixups",
+    "ignored_launch_warning",
+    "run_info",
+    "shard_on_cpu",
+    "sharded",
+    "zero_stage",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +63,109 @@ def zero_stage(accelerator: Any) -> int | None:
 
 
 def sharded(accelerator: Any) -> bool:
-    """Whether parameters are sharded across processes (FSDP or DeepSpeed ZeRO-3) with more than one process."""
+    """Whether parameters are sharded across processes (FSDP, the CPU FSDP2 seam, DeepSpeed ZeRO-3), more than one process."""
     from accelerate.utils import DistributedType
 
-    return accelerator.num_processes > 1 and (accelerator.distributed_type == DistributedType.FSDP or zero_stage(accelerator) == 3)
+    if accelerator.num_processes <= 1:
+        return False
+    return accelerator.distributed_type == DistributedType.FSDP or zero_stage(accelerator) == 3 or cpu_fsdp_requested(accelerator)
+
+
+def _env_true(environ: Mapping[str, str], key: str) -> bool:
+    return str(environ.get(key, "")).lower() in ("1", "true", "yes")
+
+
+def accumulation_plugin(steps: int, environ: Mapping[str, str] | None = None) -> Any:
+    """accelerate's ``GradientAccumulationPlugin`` for the trainer's micro-batches (no dataloader).
+
+    Under FSDP (``ACCELERATE_USE_FSDP``) gradients are reduce-scattered after every micro-batch
+    (``sync_each_batch``): FSDP2's ``no_sync`` keeps unsharded gradients that ``zero_grad`` cannot
+    clear when a step is skipped.
+    """
+    from accelerate.utils import GradientAccumulationPlugin
+
+    env = os.environ if environ is None else environ
+    return GradientAccumulationPlugin(num_steps=int(steps), sync_with_dataloader=False,
+                                      sync_each_batch=_env_true(env, "ACCELERATE_USE_FSDP"))  # fmt: skip
+
+
+def cpu_fsdp_requested(accelerator: Any, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the launch config asked for FSDP but accelerate runs it as DDP on CPU (``MULTI_CPU``)."""
+    from accelerate.utils import DistributedType
+
+    env = os.environ if environ is None else environ
+    return _env_true(env, "ACCELERATE_USE_FSDP") and accelerator.distributed_type == DistributedType.MULTI_CPU
+
+
+def ignored_launch_warning(accelerator: Any, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the run does not shard as its launch config asked (accelerate turned it into CPU DDP), or None."""
+    from accelerate.utils import DistributedType
+
+    env = os.environ if environ is None else environ
+    if accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return None
+    if _env_true(env, "ACCELERATE_USE_DEEPSPEED"):
+        return ("the accelerate config asks for DeepSpeed but accelerate runs this CPU launch as plain DDP (MULTI_CPU): "
+                "nothing is partitioned and every process holds the whole model and optimizer; DeepSpeed needs a GPU "
+                "launch (or DS_ACCELERATOR=cpu with deepspeed installed)")  # fmt: skip
+    if _env_true(env, "ACCELERATE_USE_FSDP") and str(env.get("FSDP_VERSION", "1")) != "2":
+        return ("the accelerate config asks for FSDP1 but accelerate runs this CPU launch as plain DDP (MULTI_CPU); "
+                "the trainer shards CPU runs only with fsdp_version: 2 (configs/accelerate/fsdp2_cpu.yaml)")  # fmt: skip
+    return None
+
+
+def shard_on_cpu(accelerator: Any, model: torch.nn.Module, environ: Mapping[str, str] | None = None) -> str | None:
+    """FSDP2 on CPU/gloo, which accelerate turns into DDP: ``fully_shard`` on every layer class of
+    ``FSDP_TRANSFORMER_CLS_TO_WRAP``, then the root; returns ``"fsdp2-cpu"`` (None: nothing sharded here)."""
+    env = os.environ if environ is None else environ
+    if accelerator.num_processes <= 1 or not cpu_fsdp_requested(accelerator, env):
+        return None
+    if str(env.get("FSDP_VERSION", "1")) != "2":
+        raise ValueError(f"FSDP_VERSION={env.get('FSDP_VERSION', '1')!r}: CPU runs shard with FSDP2 only; set "
+                         "fsdp_version: 2 in the accelerate config (configs/accelerate/fsdp2_cpu.yaml)")  # fmt: skip
+    from torch.distributed.fsdp import fully_shard
+
+    names = {n.strip() for n in str(env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "")).split(",") if n.strip()}
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if names and not layers:
+        found = sorted({type(m).__name__ for m in model.modules() if "Layer" in type(m).__name__ or "Block" in type(m).__name__})
+        raise ValueError(f"fsdp_transformer_layer_cls_to_wrap {sorted(names)} matches no module of "
+                         f"{type(model).__name__} (its layer classes: {found}); set it in the accelerate config")  # fmt: skip
+    reshard = _env_true(env, "FSDP_RESHARD_AFTER_FORWARD") or "FSDP_RESHARD_AFTER_FORWARD" not in env
+    for layer in layers:
+        fully_shard(layer, reshard_after_forward=reshard)
+    fully_shard(model)
+    fsdp2_root_fixups(model)
+    return "fsdp2-cpu"
+
+
+def fsdp2_root_fixups(model: torch.nn.Module) -> None:
+    """An FSDP2 root policy model: kept unsharded after forward (its output is a namespace, so no pre-backward hook
+    could gather it again) and its KV-cache methods (which call the backbone directly) run under its hooks."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    if not isinstance(model, FSDPModule):
+        return
+    model.set_reshard_after_forward(False, recurse=False)
+    for method in ("_encode_with_cache", "_forward_window"):
+        if callable(getattr(model, method, None)):
+            register_fsdp_forward_method(model, method)
+
+
+def counted_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The module every forward of a policy model runs through: its ``backbone`` (HF: the cache path skips the root)."""
+    inner = getattr(model, "module", model)  # DDP
+    backbone = getattr(inner, "backbone", None)
+    return backbone if isinstance(backbone, torch.nn.Module) else inner
+
+
+def run_info(accelerator: Any, sharding: str | None, gradient_accumulation_steps: int) -> dict[str, Any]:
+    """What the run really ran with: world size, accelerate's distributed type, sharding, precision, accumulation."""
+    return {"world_size": int(accelerator.num_processes), "distributed_type": str(accelerator.distributed_type.value),
+            "sharding": sharding or ("zero3" if zero_stage(accelerator) == 3 else None),
+            "zero_stage": zero_stage(accelerator), "mixed_precision": str(accelerator.mixed_precision),
+            "gradient_accumulation_steps": int(gradient_accumulation_steps),
+            "device": str(accelerator.device)}  # fmt: skip
 
 
 def _deepspeed_frozen(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
@@ -117,6 +233,9 @@ def build_reference(policy: Any, accelerator: Any, rebuild: Callable[[], Any] | 
         model = _deepspeed_frozen(model, accelerator)
     elif kind == DistributedType.FSDP:
         model = _fsdp2_frozen(model, accelerator)
+        fsdp2_root_fixups(model)
+    elif cpu_fsdp_requested(accelerator) and accelerator.num_processes > 1:
+        shard_on_cpu(accelerator, model)  # sharded like the policy (FSDP2 on CPU/gloo)
     else:
         model = accelerator.prepare_model(model, evaluation_mode=True)
         if model in accelerator._models:  # not part of accelerator.save_state: it never changes

@@ -49,13 +49,13 @@ at start when the config asks for them.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import sys
 import time
 import warnings
-from contextlib import nullcontext
 from typing import Any, Sequence
 
 import numpy as np
@@ -71,7 +71,20 @@ from agents.losses import lavida_loss, sft_loss
 from agents.metrics_log import CollapseAlarm, MetricsLog
 from agents.rollout import rollout_metrics, sample_problems
 from agents.policy import require_trainable
-from agents.distributed import build_reference, configure_deepspeed, single_process_launch_warning, zero_stage
+from agents.collectives import ForwardCounter, synced
+from agents.distributed import (
+    accumulation_plugin,
+    build_reference,
+    configure_deepspeed,
+    counted_module,
+    fsdp2_root_fixups,
+    ignored_launch_warning,
+    run_info,
+    shard_on_cpu,
+    single_process_launch_warning,
+)
+from agents.sharded_state import gathered_parameters
+from agents.optim_step import clear_gradients, finish_step, micro_backward
 from agents.train_setup import build_policy, check_capabilities, configure_policy, forward_attributes, lr_factor
 from agents.train_batch import (
     NLLMeter,
@@ -114,6 +127,7 @@ class Trainer:
             mixed_precision=c.mixed_precision, log_with=None if c.report_to == "none" else c.report_to,
             project_dir=c.output_dir, step_scheduler_with_optimizer=False,
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+            gradient_accumulation_plugin=accumulation_plugin(c.gradient_accumulation_steps),
         )  # fmt: skip
         launch_warning = single_process_launch_warning(acc.num_processes)
         if launch_warning and acc.is_main_process:
@@ -127,15 +141,11 @@ class Trainer:
             set_decoding(self.policy, {"gen_length": c.decoding_for(task)["gen_length"]}, task)
         configure_deepspeed(acc, c.gradient_accumulation_steps, c.max_grad_norm)
         self.reference = self._frozen_reference(rebuild=policy is None) if c.regularizer == "kl" else None
-        model = self.policy.model.to(acc.device)
-        trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter only
-        optimizer = torch.optim.AdamW(trainable, lr=c.learning_rate, weight_decay=c.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(c, step))
-        with warnings.catch_warnings():  # torch renames broadcast_buffers; False (no buffer sync at all) is meant
-            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
-            self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        if self.model is not model:
-            self.policy.model = forward_attributes(self.model)
+        self._prepare(self.policy.model.to(acc.device))
+        self._write_run_info()
+        self.forwards = ForwardCounter().attach(counted_module(self.policy.model))  # per phase (agents.collectives)
+        if self.reference is not None:
+            self.forwards.attach(counted_module(self.reference.model))
         self.envs = make_envs(c, "train")
         self.sft_envs = self.envs if c.sft_difficulty is None else make_envs(c, "train", c.sft_difficulty)
         self._test_envs: dict[str, Any] | None = None
@@ -143,6 +153,8 @@ class Trainer:
         self.rngs: dict[str, Any] = {
             name: np.random.default_rng(derive_seed(c.seed, rank, k)) for k, name in enumerate(("problems", "sft", "forcing"))
         }
+        if acc.num_processes > 1:  # the task of each row: one stream shared by all ranks (equal forwards per task)
+            self.rngs["tasks"] = np.random.default_rng(derive_seed(c.seed, 4))
         self.rngs["sampling"] = torch.Generator(device=acc.device).manual_seed(derive_seed(c.seed, rank, 3))
         self.step, self.elapsed = 0, 0.0
         self.total_steps = c.max_steps + c.warm_start_steps
@@ -159,6 +171,36 @@ class Trainer:
         self.log = MetricsLog(os.path.join(c.output_dir, "metrics.jsonl"), acc, self.step if c.resume_from else None)
         if acc.is_main_process and acc.trackers == [] and c.report_to != "none":
             acc.init_trackers("lavida", config={k: str(v) for k, v in c.to_dict().items()})
+
+    def _prepare(self, model: torch.nn.Module) -> None:
+        """Optimizer and scheduler over the trainable parameters; model, optimizer and scheduler through the backend."""
+        c, acc = self.config, self.accelerator
+        self.sharding = shard_on_cpu(acc, model)  # FSDP2 through torch's fully_shard where accelerate would not
+        trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter only
+        optimizer = torch.optim.AdamW(trainable, lr=c.learning_rate, weight_decay=c.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(c, step))
+        if self.sharding is not None:
+            self.optimizer, self.scheduler = acc.prepare(optimizer, scheduler)
+            self.model = model
+            return
+        with warnings.catch_warnings():  # torch renames broadcast_buffers; False (no buffer sync at all) is meant
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        fsdp2_root_fixups(self.model)  # accelerate's FSDP2 (GPU): the policy model is the root
+        if self.model is not model:
+            self.policy.model = forward_attributes(self.model)
+
+    def _write_run_info(self) -> None:
+        """``output_dir/run.json`` (main process): how the run really ran (:func:`agents.distributed.run_info`)."""
+        acc = self.accelerator
+        ignored = ignored_launch_warning(acc)
+        self.run_info = {**run_info(acc, self.sharding, self.config.gradient_accumulation_steps), "warning": ignored}
+        if acc.is_main_process:
+            if ignored:
+                logger.warning(ignored)
+            os.makedirs(self.config.output_dir, exist_ok=True)
+            with open(os.path.join(self.config.output_dir, "run.json"), "w", encoding="utf-8") as f:
+                json.dump(self.run_info, f, indent=2)
 
     def _frozen_reference(self, rebuild: bool) -> Any:
         """The frozen initial policy for ``regularizer: kl``, prepared for the backend (:func:`agents.distributed.build_reference`)."""
@@ -184,13 +226,14 @@ class Trainer:
         while self.step < self.total_steps and (stop_at is None or self.step < stop_at):
             started = time.time()
             sft_step = self.is_sft_step(self.step)
-            # 1-3. sample problems -> rollouts scored by the envs -> advantages (+ SFT rows)
-            if sft_step:
-                self._batches = [self._sft_batch() for _ in range(c.gradient_accumulation_steps)]
-            elif self._rl_index() % c.updates_per_batch == 0:
-                self._batches = [self._rl_batch(micro) for micro in range(c.gradient_accumulation_steps)]
-            # 4. loss and backward (micro-batches accumulate; a non-finite loss anywhere skips the step)
-            metrics, finite = self._loss_and_backward(sft_step)
+            with synced(acc.num_processes, acc.device):  # decoding loops keep the ranks in step
+                # 1-3. sample problems -> rollouts scored by the envs -> advantages (+ SFT rows)
+                if sft_step:
+                    self._batches = [self._sft_batch() for _ in range(c.gradient_accumulation_steps)]
+                elif self._rl_index() % c.updates_per_batch == 0:
+                    self._batches = [self._rl_batch(micro) for micro in range(c.gradient_accumulation_steps)]
+                # 4. loss and backward (micro-batches accumulate; a non-finite loss anywhere skips the step)
+                metrics, finite = self._loss_and_backward(sft_step)
             # 5. clip and step (a non-finite gradient norm skips the update)
             metrics.update(self._optimizer_step(finite))
             self.step += 1
@@ -238,7 +281,8 @@ class Trainer:
 
     # ----- 1-3: batches -----------------------------------------------------------------
     def _sft_rows(self, count: int) -> list:
-        problems = sample_problems(self.config.task_weights, count, self.rngs["sft"], self.sft_envs, self.config.sft_pool)
+        problems = sample_problems(self.config.task_weights, count, self.rngs["sft"], self.sft_envs, self.config.sft_pool,
+                                   task_rng=self.rngs.get("tasks"))  # fmt: skip
         return sft_rollouts(self.policy, self.sft_envs, problems, list(self.config.tasks), self.config.sft_teacher_error)
 
     def _sft_batch(self) -> TrainBatch:
@@ -248,16 +292,18 @@ class Trainer:
 
     def _rl_batch(self, micro: int) -> TrainBatch:
         c, rank = self.config, self.accelerator.process_index
-        problems = sample_problems(c.task_weights, c.prompts_per_step, self.rngs["problems"], self.envs)
-        parts = collect_rollouts(self.policy, self.envs, problems, c, forcing_rng=self.rngs["forcing"],
-                                 generator=self.rngs["sampling"])  # fmt: skip
+        problems = sample_problems(c.task_weights, c.prompts_per_step, self.rngs["problems"], self.envs,
+                                   task_rng=self.rngs.get("tasks"))  # fmt: skip
+        with self.forwards.phase("rollout"):
+            parts = collect_rollouts(self.policy, self.envs, problems, c, forcing_rng=self.rngs["forcing"],
+                                     generator=self.rngs["sampling"])  # fmt: skip
         batch = TrainBatch(
             parts=parts, advantages=rollout_advantages(parts, c.gamma, c.scale_rewards),
             sft=self._sft_rows(c.sft_per_step) if c.regularizer == "sft" else [],
             mask_seed=derive_seed(c.seed, rank, 2, self.step, micro), metrics=rollout_metrics(parts),
         )  # fmt: skip
         if c.updates_per_batch > 1:
-            with torch.no_grad():
+            with torch.no_grad(), self.forwards.phase("likelihood/old"):
                 batch.old_loglik = self._loglik(self.policy, [p.rollouts for p in parts], batch.mask_seed)[0].detach()
         return batch
 
@@ -265,9 +311,12 @@ class Trainer:
     def _loglik(self, policy: Any, parts: list, seed: int, meter: NLLMeter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-likelihoods (R,) and scored positions per row (R,) of rollout parts (part k: mask seed (seed, k))."""
         lls, counts = [], []
+        phase = "reference" if policy is self.reference else "likelihood"
         for k, rollouts in enumerate(parts):
             c = self.config
-            result = likelihood(policy, rollouts, c.likelihood, derive_seed(seed, k), c.likelihood_samples, c.prompt_mask_prob)
+            with self.forwards.phase(phase):
+                result = likelihood(policy, rollouts, c.likelihood, derive_seed(seed, k), c.likelihood_samples,
+                                    c.prompt_mask_prob)  # fmt: skip
             if meter is not None:
                 meter.add(rollouts, result)
             lls.append(result.loglik)
@@ -309,32 +358,26 @@ class Trainer:
     def _loss_and_backward(self, sft_step: bool) -> tuple[dict[str, float], bool]:
         acc, n = self.accelerator, len(self._batches)
         rows = []
+        acc.step = 0  # accelerate's micro-batch count: the last of this step's n is the boundary
         for micro, batch in enumerate(self._batches):
-            loss, metrics = self._loss(batch, sft_step)
-            rows.append(metrics)
-            finite = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=acc.device)
-            if float(acc.gather(finite).min()) < 1:  # every process skips together (no DDP hang)
-                logger.warning("step %d: non-finite loss on some process: step skipped", self.step + 1)
-                return {**_mean_over_ranks(rows), "warning": "non-finite loss: step skipped"}, False
-            sync = micro == n - 1
-            with acc.no_sync(self.model) if not sync and acc.num_processes > 1 else nullcontext():
-                acc.backward(loss if zero_stage(acc) is not None else loss / n)  # DeepSpeed divides by n itself
+            with acc.accumulate(self.model):  # no gradient sync until the boundary (DDP); one optimizer step per step
+                loss, metrics = self._loss(batch, sft_step)
+                rows.append(metrics)
+                finite = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=acc.device)
+                if float(acc.gather(finite).min()) < 1:  # every process skips together (no hang)
+                    logger.warning("step %d: non-finite loss on some process: step skipped", self.step + 1)
+                    clear_gradients(self.model, self.optimizer)
+                    return {**_mean_over_ranks(rows), "warning": "non-finite loss: step skipped"}, False
+                micro_backward(acc, self.model, loss, boundary=micro == n - 1)
         return _mean_over_ranks(rows), True
 
     # ----- 5: optimizer step ---------------------------------------------------------------
     def _optimizer_step(self, finite: bool) -> dict[str, Any]:
-        c = self.config
         out: dict[str, Any] = {"skipped": 0.0 if finite else 1.0, "learning_rate": self.scheduler.get_last_lr()[0]}
-        if finite:
-            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm or float("inf"))
-            out["grad_norm"] = float("nan") if norm is None else float(norm)  # None: DeepSpeed clipped and stepped
-            if norm is None or math.isfinite(out["grad_norm"]):
-                self.optimizer.step()
-            else:
-                out.update(skipped=1.0, warning="non-finite gradient norm: step skipped")
+        if finite:  # agents.optim_step: one step at most, decided alike on every rank, gradients cleared
+            out.update(finish_step(self.accelerator, self.model, self.optimizer, self.config.max_grad_norm))
         if "warning" in out:
             logger.warning("step %d: %s", self.step + 1, out["warning"])
-        self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()  # the schedule follows the step count, updated or skipped
         return out
 
@@ -355,7 +398,8 @@ class Trainer:
         acc, c = self.accelerator, self.config
         if self._test_envs is None:
             self._test_envs = make_envs(c, "test")
-        local = evaluate(self.policy, self._test_envs, c, acc.process_index, acc.num_processes)
+        with synced(acc.num_processes, acc.device), self.forwards.phase("eval"):
+            local = evaluate(self.policy, self._test_envs, c, acc.process_index, acc.num_processes)
         merged: dict[str, list] = {}
         for part in gather_object([local]):
             for task, results in part.items():
@@ -384,9 +428,10 @@ class Trainer:
 
     def save_policy(self, directory: str) -> None:
         """Write the trained policy (main process) to ``directory``, greedy evaluation decoding as its default."""
-        if self.accelerator.is_main_process:
-            self.policy.save_pretrained(directory)
-            write_eval_decoding(directory)  # agents.eval_decoding: training decoding kept beside it
+        with gathered_parameters(self.policy.model):  # sharded runs: the whole model on every rank (collective)
+            if self.accelerator.is_main_process:
+                self.policy.save_pretrained(directory)
+                write_eval_decoding(directory)  # agents.eval_decoding: training decoding kept beside it
         self.accelerator.wait_for_everyone()
 
 
