@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.set = parse_set(args.set)
         for preset in args.presets:
             _preset_path(preset)
+            run_overrides(preset, Path("."), args.rl_steps)  # a preset's own start must exist before anything runs
     except (FileNotFoundError, ValueError) as exc:
         p.error(str(exc))
     return args
@@ -113,6 +114,9 @@ def run_overrides(preset: str, init: Path, rl_steps: int) -> dict[str, object]:
     from agents.config import load_config
 
     config = load_config(str(_preset_path(preset)))
+    if config.init_from and not (Path(config.init_from) / "config.json").is_file():
+        raise FileNotFoundError(f"preset {preset}: its init_from {config.init_from} has no config.json "
+                                "(train that start first: docs/testbed.md, 'Runs')")  # fmt: skip
     start = config.init_from or init
     if config.phase == "sft":
         return {"init_from": start}

@@ -59,6 +59,8 @@ CLAIMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("Multi-task RL vs grounding alone", "demo", "ablate_single_task_grounding", ("after/eval/reward/grounding",)),
     ("Multi-task RL vs editing alone", "demo", "ablate_single_task_image_edit", ("after/eval/reward/image_edit",)),
     ("LaViDa-R1 recipe vs the d1 preset", "demo", "d1", ("after/eval/reward", "delta/eval/reward", "max_grad_norm")),
+    ("RL beyond imperfect SFT references", "testbed_teacher", "testbed_teacher_sft",
+     ("after/eval/reward", "delta/eval/reward", "cpu_time")),
 )  # fmt: skip
 
 #: claim -> (what the paper reports, the metric that decides it, the sign of A - B the paper predicts).
@@ -83,6 +85,9 @@ VERDICTS: dict[str, tuple[str, str, int]] = {
     "Multi-task RL vs editing alone": ("one unified model for all tasks (no single-task numbers)",
                                        "after/eval/reward/image_edit", +1),
     "LaViDa-R1 recipe vs the d1 preset": ("LaViDa-R1 above d1-style baselines (main tables)", "after/eval/reward", +1),
+    "RL beyond imperfect SFT references": ("RL with verifiable rewards goes beyond the SFT data (the thesis; no "
+                                           "numbers): here vs continued SFT on a wrong teacher at equal CPU time",
+                                           "after/eval/reward", +1),
 }
 
 

@@ -99,7 +99,14 @@ def test_verdict_follows_the_sign_the_paper_predicts():
     assert verdict({"diff": None, "lo": None, "hi": None}, +1) == "not measurable here"
 
 
-def test_an_sft_preset_keeps_its_steps_and_cpu_budget_and_a_preset_its_own_start():
+def test_an_sft_preset_keeps_its_steps_and_cpu_budget_and_a_preset_its_own_start(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the presets' init_from runs/tb_teacher_sft is relative to the working directory
+    with pytest.raises(SystemExit) as info:  # a usage error, before anything runs
+        ablate.main(["--presets", "testbed_teacher", "--init-from", str(tmp_path), "--out", "o"])
+    assert info.value.code == 2
+    assert "preset testbed_teacher: its init_from runs/tb_teacher_sft has no config.json" in capsys.readouterr().err
+    (tmp_path / "runs" / "tb_teacher_sft").mkdir(parents=True)
+    (tmp_path / "runs" / "tb_teacher_sft" / "config.json").write_text("{}")
     rl = ablate.run_overrides("demo", "START", 30)
     assert rl == {"phase": "rl", "sft_steps": 0, "init_from": "START", "max_steps": 30}
     teacher = ablate.run_overrides("testbed_teacher", "START", 30)
