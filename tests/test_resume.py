@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from trainer_tiny import tiny_policy  # noqa: E402
 
 TINY = os.path.join(os.path.dirname(__file__), "fixtures", "trainer", "tiny.yaml")
-WALL_CLOCK = {"time", "tokens_per_s"}
+WALL_CLOCK = {"time", "tokens_per_s", "cpu_time"}
 
 
 def state(trainer: Trainer) -> dict[str, torch.Tensor]:
