@@ -23,6 +23,7 @@ from torch import nn
 from agents.hf.attention import bidirectional_attn_implementation
 from agents.hf.dream import is_dream, load_dream
 from agents.hf.llada import LLaDAModelLM, is_llada
+from agents.hf.remote_code import check_remote_code
 
 __all__ = ["ADDED_MASK", "Loaded", "Source", "hf_folder", "mask_id_of", "pick_loader"]
 
@@ -167,6 +168,7 @@ def load_remote_code(src: Source) -> Loaded:
         )
     config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
     mask = src.require_mask(config, "the diffusion LM")
+    check_remote_code(folder, config, src.auto_map["AutoModel"])  # every incompatibility in one message
     try:
         backbone = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=True, **src.extra)
     except AttributeError as exc:
