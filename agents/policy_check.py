@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         policy = trainable_policy(args.spec, trust_remote_code=args.trust_remote_code)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:  # OSError: a missing or unreadable folder or weights file
         print(f"lavida check-policy: {exc}", file=sys.stderr)
         return 2
     load = {"trust_remote_code": True} if args.trust_remote_code else {}

@@ -119,26 +119,38 @@ def _is_llada_v(folder: str) -> bool:
     return isinstance(raw, dict) and is_llada_v(raw)
 
 
+def _dgemma_keywords() -> tuple[set[str], dict[str, Any]]:
+    """DGemmaPolicy's own keywords (its ``__init__`` knobs) and its decoding defaults."""
+    import inspect
+
+    from agents.hf.dgemma import DEFAULT_DECODING, DGemmaPolicy
+
+    own = set(inspect.signature(DGemmaPolicy.__init__).parameters) - {"self", "model", "tokenizer", "image_processor", "seed"}
+    return own | {"dtype"}, dict(DEFAULT_DECODING)
+
+
 def _hf_options(spec: str, kw: dict[str, Any], own_options: bool = False) -> tuple[dict[str, Any], Any]:
-    """``from_hf`` keywords of an ``hf-*:`` spec: DecodingConfig fields folded into ``decoding=``; and ``device``."""
+    """``from_hf`` keywords of an ``hf-*:`` spec: DecodingConfig fields folded into ``decoding=``; and ``device``.
+
+    ``own_options``: DGemmaPolicy, whose keywords are its ``__init__`` knobs and whose decoding defaults
+    (``DEFAULT_DECODING``) sit under the given fields.
+    """
     from dataclasses import fields
 
     from agents.diffusion.policy import DecodingConfig
 
     kw = dict(kw)
     device = kw.pop("device", None)
-    if own_options:  # a class with its own keywords and decoding defaults (DGemmaPolicy.from_hf) checks them itself
-        return kw, device
+    allowed, base = _dgemma_keywords() if own_options else ({"mask_token_id", "decoding", "dtype", "use_chat_template"}, {})
     names = {f.name for f in fields(DecodingConfig)}
     settings = {k: kw.pop(k) for k in list(kw) if k in names}
     if settings:
         if kw.get("decoding") is not None:
             raise ValueError(f"policy spec {spec!r}: pass decoding= or the fields {sorted(settings)}, not both")
         try:
-            kw["decoding"] = DecodingConfig(**settings).validate()
+            kw["decoding"] = DecodingConfig(**{**base, **settings}).validate()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"policy spec {spec!r}: bad decoding options {settings}: {exc}") from None
-    allowed = {"mask_token_id", "decoding", "dtype", "use_chat_template"}
     unknown = sorted(set(kw) - allowed)
     if unknown:
         raise ValueError(f"policy spec {spec!r} does not accept the options {unknown}; it takes {sorted(allowed | names)} "

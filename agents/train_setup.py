@@ -22,18 +22,33 @@ from typing import Any
 import torch
 
 from agents.config import TrainConfig
+from agents.state_codec import CheckpointError
 
-__all__ = ["build_policy", "check_capabilities", "configure_policy", "forward_attributes", "lr_factor"]
+__all__ = ["PolicyLoadError", "build_policy", "check_capabilities", "configure_policy", "forward_attributes", "lr_factor"]
+
+
+class PolicyLoadError(ValueError):
+    """``policy`` / ``init_from`` names nothing loadable; the message names the field, the spec and the problem."""
 
 
 def build_policy(config: TrainConfig) -> Any:
-    """The :class:`agents.policy.TrainablePolicy` ``config`` names (``init_from`` first; :func:`agents.specs.trainable_policy`)."""
+    """The :class:`agents.policy.TrainablePolicy` ``config`` names (``init_from`` first; :func:`agents.specs.trainable_policy`).
+
+    A missing folder, a bad ``config.json`` or weights file is a :class:`PolicyLoadError` (``lavida train``: exit 2);
+    a damaged checkpoint stays a :class:`agents.state_codec.CheckpointError`.
+    """
     from agents.policy_files import require_code_trust
     from agents.specs import trainable_policy
 
     if config.init_from:
         require_code_trust(config.init_from, config.trust_remote_code, "--init_from")
-    return trainable_policy(config.init_from or config.policy, seed=config.seed, trust_remote_code=config.trust_remote_code)
+    spec, field = (config.init_from, "init_from") if config.init_from else (config.policy, "policy")
+    try:
+        return trainable_policy(spec, seed=config.seed, trust_remote_code=config.trust_remote_code)
+    except CheckpointError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise PolicyLoadError(f"TrainConfig.{field}={spec!r}: {exc}") from exc
 
 
 def configure_policy(policy: Any, config: TrainConfig) -> None:

@@ -85,7 +85,14 @@ from agents.distributed import (
 )
 from agents.sharded_state import gathered_parameters
 from agents.optim_step import clear_gradients, finish_step, micro_backward
-from agents.train_setup import build_policy, check_capabilities, configure_policy, forward_attributes, lr_factor
+from agents.train_setup import (
+    PolicyLoadError,
+    build_policy,
+    check_capabilities,
+    configure_policy,
+    forward_attributes,
+    lr_factor,
+)
 from agents.train_batch import (
     NLLMeter,
     TrainBatch,
@@ -451,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         trainer = Trainer(config)
-    except CheckpointError as exc:  # a truncated, corrupt or foreign --resume_from checkpoint (named in exc)
+    except (CheckpointError, PolicyLoadError) as exc:  # a damaged checkpoint, or a policy folder that cannot load (named)
         print(f"lavida train: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

@@ -180,3 +180,59 @@ def test_a_killed_dgemma_run_resumes_bit_exactly(folder, tmp_path):
     assert [r["step"] for r in rows["broken"]] == [1, 2, 3, 4] and rows["broken"] == rows["whole"]
     a, b = (dict(t.accelerator.unwrap_model(t.model).state_dict()) for t in (whole, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_untrained_folder_evaluates_through_lavida_eval_under_hf_dllm(folder, tmp_path):
+    from evaluation.cli import main
+    from evaluation.results import read_results
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--policy", f"hf-dllm:{folder}", "--env", "LaViDa/VisualMath-v0", "--env-kwargs", "image_size=32",
+                 "--episodes", "2", "--policy-kwargs", "gen_length=16,steps=4", "--out", str(out)]) == 0  # fmt: skip
+    results = read_results(out)
+    assert results["policy"]["class"] == "agents.hf.dgemma.DGemmaPolicy" and results["n"] == 2
+
+
+def _broken(folder, tmp_path, name: str, edit) -> str:
+    import json
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / "config.json").read_text())
+    edit(copy, config)
+    return str(copy)
+
+
+BROKEN = {  # name -> (edit of the copied folder and its config.json, what the error must say)
+    "no_text_config": (lambda d, c: (d / "config.json").write_text(__import__("json").dumps({k: v for k, v in c.items() if k != "text_config"})),
+                       "config.json: text_config is None"),
+    "bad_vocab": (lambda d, c: (d / "config.json").write_text(__import__("json").dumps({**c, "text_config": {**c["text_config"], "vocab_size": 0}})),
+                  "config.json: text_config.vocab_size is 0; it must be an int >= 1"),
+    "image_id_outside": (lambda d, c: (d / "config.json").write_text(__import__("json").dumps({**c, "image_token_id": 10**6})),
+                         "config.json: image_token_id is 1000000; it must index"),
+    "other_model_type": (lambda d, c: (d / "config.json").write_text(__import__("json").dumps({**c, "model_type": "llama"})),
+                         "config.json: model_type is 'llama'; hf-dgemma: needs 'diffusion_gemma'"),
+    "not_json": (lambda d, c: (d / "config.json").write_text("{oops"), "config.json: not valid JSON"),
+    "no_config": (lambda d, c: (d / "config.json").unlink(), "has no config.json"),
+    "no_processor": (lambda d, c: (d / "preprocessor_config.json").unlink(), "has no image processor (preprocessor_config.json)"),
+    "no_weights": (lambda d, c: (d / "model.safetensors").unlink(), "no file named model.safetensors"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_a_broken_folder_is_refused_naming_the_file_and_field(folder, tmp_path, name, capsys):
+    from evaluation.cli import main
+
+    edit, message = BROKEN[name]
+    path = _broken(folder, tmp_path, name, edit)
+    assert main(["check-policy", f"hf-dgemma:{path}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and path in err and "Traceback" not in err
+    if name in ("no_text_config", "no_weights"):  # lavida train: the same message, exit 2, no traceback
+        assert main(["train", "--env", "LaViDa/VisualMath-v0", "--policy", f"hf-dgemma:{path}", "--output_dir",
+                     str(tmp_path / "run")]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert f"TrainConfig.policy='hf-dgemma:{path}'" in err and message in err
+    assert main(["check-policy", f"hf-dgemma:{tmp_path / 'nowhere'}"]) == 2
+    assert "is not a directory" in capsys.readouterr().err

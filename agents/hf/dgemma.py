@@ -45,16 +45,18 @@ from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, read_policy_m
 from agents.diffusion.rows import RowBatch, assemble
 from agents.diffusion.tokenizer import SpecialIds
 from agents.diffusion.uniform import uniform_passes
+from agents.hf.dgemma_config import MODEL_TYPE, check_dgemma_config
 from agents.hf.dgemma_model import DGemmaDenoiser, pack_pixels
 from agents.hf.dgemma_sample import CanvasState, sample_blocks
 from agents.hf.prompts import image_turn_ids
 from agents.policy import Rollouts, expand_forced
 from agents.token_policy import TokenPolicy
 
-__all__ = ["FORMAT", "DGemmaPolicy", "is_dgemma_folder"]
+__all__ = ["DEFAULT_DECODING", "FORMAT", "DGemmaPolicy", "is_dgemma_folder"]
 
 FORMAT = "lavida-hf-dgemma"
-MODEL_TYPE = "diffusion_gemma"
+#: decoding settings a DGemmaPolicy starts from (spec options like gen_length=16 override them)
+DEFAULT_DECODING: dict[str, Any] = {"cache": "prefix"}
 
 
 def is_dgemma_folder(path: str | os.PathLike) -> bool:
@@ -73,7 +75,7 @@ class DGemmaPolicy(TokenPolicy):
                  use_chat_template: bool | None = None) -> None:  # fmt: skip
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
         self.codec = PaletteCodec()
-        self.decoding = (decoding or DecodingConfig(cache="prefix")).validate()
+        self.decoding = (decoding or DecodingConfig(**DEFAULT_DECODING)).validate()
         self.seed, self._prompt_cache = int(seed), {}
         if not entropy_bound > 0:
             raise ValueError(f"entropy_bound must be > 0, got {entropy_bound}")
@@ -102,8 +104,7 @@ class DGemmaPolicy(TokenPolicy):
         from agents.hf.vlm import _load_processing
 
         folder = hf_folder(path)
-        if not is_dgemma_folder(folder):
-            raise ValueError(f"{str(folder)!r} is not a DiffusionGemma folder (config.json model_type must be {MODEL_TYPE!r})")
+        check_dgemma_config(folder)  # errors name config.json and the field (agents.hf.dgemma_config)
         processor, image_processor = _load_processing(folder, False)
         if image_processor is None:
             raise ValueError(f"{str(folder)!r} has no image processor (preprocessor_config.json); save the Gemma-4 image processor there")
