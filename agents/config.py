@@ -607,8 +607,8 @@ def build_parser(defaults: dict[str, Any] | None = None) -> HfArgumentParser:
     for action in parser._actions:  # list fields: '--tree_search' alone, '[]', none or '' empties them
         if action.dest in list_fields() and action.option_strings:
             action.type, action.nargs = int_items if list_fields()[action.dest] is int else empty_means_none, "*"
-        elif action.dest == "task_decoding":  # '' = no per-task overrides
-            action.type = _task_decoding
+        elif isinstance(action.type, type) and issubclass(action.type, TaskDecoding):  # '' = no per-task entries
+            action.type = _per_task(action.type)
         elif action.dest == "tasks":
             action.type = _task_weights
         elif action.type is str and not action.choices:  # an empty path, spec or name is a usage error
@@ -628,16 +628,18 @@ def _task_weights(text: str) -> TaskWeights:
         raise ArgumentTypeError(str(exc)) from None
 
 
-def _task_decoding(text: str) -> TaskDecoding:
-    """``--task_decoding`` as a mapping (argparse type): a JSON object, or '' for none."""
-    try:
-        return TaskDecoding(text)
-    except ValueError as exc:
-        fix = "write a JSON object, e.g. '{\"grounding\": {\"gen_length\": 160}}', or '' for none"
-        raise ArgumentTypeError(f"cannot read {text!r} ({exc}); {fix}") from None
+def _per_task(kind: type[TaskDecoding]) -> Any:
+    """The argparse type of a per-task mapping field (``task_decoding``, ``env_kwargs``): a JSON object, '' for none."""
 
+    def read(text: str) -> TaskDecoding:
+        try:
+            return kind(text)
+        except ValueError as exc:
+            fix = "write a JSON object of task -> {key: value}, e.g. '{\"grounding\": {\"gen_length\": 160}}', or '' for none"
+            raise ArgumentTypeError(f"cannot read {text!r} ({exc}); {fix}") from None
 
-_task_decoding.empty_ok = True  # type: ignore[attr-defined]
+    read.empty_ok = True  # type: ignore[attr-defined]
+    return read
 
 
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
