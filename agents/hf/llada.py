@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-__all__ = ["LLaDAModelLM", "is_llada", "llama_config", "load_safetensors", "published_names"]
+__all__ = ["LLaDAModelLM", "is_llada", "llama_config", "load_safetensors", "published_names", "read_config"]
 
 #: the published ModelConfig defaults of the keys read here
 DEFAULTS: dict[str, Any] = {
@@ -166,6 +166,18 @@ def load_safetensors(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def read_config(folder: Path, model: str) -> tuple[dict[str, Any], str]:
+    """``(config.json as a dict, its path)`` of a native ``model`` folder (ValueError naming the file if unreadable)."""
+    where = str(folder / "config.json")
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{where}: cannot read the {model} config ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: the {model} config is not a JSON object")
+    return raw, where
+
+
 def _rebuild_meta_buffers(model: nn.Module) -> None:
     """Modules whose (non-persistent) buffers are still on the meta device (RoPE tables) built again on CPU."""
     for name, module in list(model.named_modules()):
@@ -184,11 +196,7 @@ class LLaDAModelLM(LlamaForCausalLM):
     def from_published(cls, folder: str | Path, dtype: torch.dtype | str | None = None) -> LLaDAModelLM:
         """The model of a LLaDA folder (``config.json`` + safetensors under LLaDA's names); ``dtype``: else the weights'."""
         folder = Path(folder)
-        where = str(folder / "config.json")
-        try:
-            raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{where}: cannot read the LLaDA config ({exc})") from None
+        raw, where = read_config(folder, "LLaDA")
         config = llama_config(raw, where)
         tensors = load_safetensors(folder)
         with torch.device("meta"):

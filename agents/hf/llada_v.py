@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
-from agents.hf.llada import _dtype, load_safetensors
+from agents.hf.llada import _dtype, load_safetensors, read_config
 
 __all__ = ["LLaDAVModel", "is_llada_v"]
 
@@ -198,11 +198,7 @@ class LLaDAVModel(LlamaForCausalLM):
         from accelerate import init_empty_weights
 
         folder = Path(folder)
-        where = str(folder / "config.json")
-        try:
-            raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{where}: cannot read the LLaDA-V config ({exc})") from None
+        raw, where = read_config(folder, "LLaDA-V")
         if raw.get("rope_scaling"):
             raise ValueError(f"{where}: rope_scaling={raw['rope_scaling']!r} is not supported natively (LLaDA-V has none)")
         missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
