@@ -128,9 +128,20 @@ def test_llada_v_cache_equals_no_cache_on_one_layer_and_sees_each_image_once(tmp
     (reference, uncached_calls), (cached, calls) = rollout("none"), rollout(cache)
     assert torch.equal(cached.sequences, reference.sequences)
     assert torch.equal(cached.unmask_step, reference.unmask_step)
-    assert calls == uncached_calls == 2 * 2  # once per rollout row, not at each block's encode or each step
+    assert calls == uncached_calls == 2  # each image once for its 2 rows, not per row, block encode or step
 
 
 def test_native_llada_v_passes_check_policy(folder):
     policy = HFVLMDiffusionPolicy.from_hf(folder, decoding=_decoding("dual"))
     assert check_policy(policy) == []
+
+
+def test_the_feature_memo_keeps_what_a_batch_still_reads_when_full(folder):
+    model = HFVLMDiffusionPolicy.from_hf(folder).model.eval()
+    pixels = load_file(str(FIXTURE / "expected.safetensors"))["pixel_values"]
+    model.MEMO_SIZE = 1
+    with torch.no_grad():
+        alone = model._features(pixels[:1])
+        both = model._features(pixels)  # the memo is full with image 0; image 1 is new
+        again = model._features(pixels[[1, 1]])
+    assert torch.equal(both[0], alone[0]) and torch.equal(again[0], both[1]) and model.vision_calls == 2

@@ -24,8 +24,8 @@ text LM (:class:`agents.hf.policy.HFDenoiser`); logits at ``i`` predict token ``
 * Checkpoints: the backbone in its own HF format + processor (tokenizer, image processor, chat
   template) + ``policy_config.json`` (``format: lavida-hf-vlm-diffusion``, mask/image ids,
   ``num_patches``, decoding). KV cache (``cache: prefix | dual``) through
-  :class:`agents.hf.denoiser.HFDenoiserBase`'s hooks; each image's features are computed once per
-  rollout row (:class:`HFVLMDenoiser` keeps them while no gradient is recorded).
+  :class:`agents.hf.denoiser.HFDenoiserBase`'s hooks; each image's features are computed once for all
+  the rollout rows that show it (:class:`HFVLMDenoiser` keeps them while no gradient is recorded).
 
 Everything else (sampler with forced positions, the three likelihood estimators, SFT rows,
 answer forcing, ``rollout_from``) is :class:`agents.diffusion.policy.DiffusionPolicy`'s code.
@@ -65,8 +65,8 @@ class HFVLMDenoiser(HFDenoiserBase):
     The base's bidirectional mask, positions, vocab limit and KV-cache hooks (the language model takes a
     ``DynamicCache``); a cached window never holds placeholders, so only :meth:`encode_with_cache` sees
     images. Without gradients the projected features of an image are kept (:attr:`feature_memo`, keyed
-    by its pixels and the vision weights' versions), so a rollout row's image goes through the vision
-    tower once, not at every denoising step or block.
+    by its pixels and the vision weights' versions), so an image goes through the vision tower once for all
+    the rollout rows that show it, not at every denoising step or block.
     """
 
     kind = "vlm"
@@ -114,11 +114,12 @@ class HFVLMDenoiser(HFDenoiserBase):
         versions = (str(weight.device), weight.dtype, tuple(p._version for p in self.backbone.parameters()))
         keys = [(versions, hashlib.blake2b(image.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest())
                 for image in pixel_values]  # fmt: skip
-        missing = [i for i, key in enumerate(keys) if key not in self.feature_memo]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}  # rows sharing an image (a group) share one call
+        missing = sorted(i for key, i in first.items() if key not in self.feature_memo)
         if missing:
             fresh = self.image_features(pixel_values[missing])
-            if len(self.feature_memo) + len(missing) > self.MEMO_SIZE:
-                self.feature_memo.clear()
+            if len(self.feature_memo) + len(missing) > self.MEMO_SIZE:  # keep only what this batch still reads
+                self.feature_memo = {key: self.feature_memo[key] for key in keys if key in self.feature_memo}
             for i, feats in zip(missing, fresh):
                 self.feature_memo[keys[i]] = feats
         return torch.stack([self.feature_memo[key] for key in keys])
