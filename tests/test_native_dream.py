@@ -105,3 +105,10 @@ def test_dream_cache_equals_no_cache_on_one_layer(tmp_path, observations, cache)
     reference, cached = rollout("none"), rollout(cache)
     assert torch.equal(cached.sequences, reference.sequences)
     assert torch.equal(cached.unmask_step, reference.unmask_step)
+
+
+def test_native_dream_passes_check_policy(published):
+    from agents.policy_check import check_policy
+
+    decoding = DecodingConfig(gen_length=16, steps=8, block_length=8, cache="dual", task_gen_length={"grounding": 16, "image_edit": 16})
+    assert check_policy(HFDiffusionPolicy.from_hf(published, decoding=decoding)) == []
