@@ -60,3 +60,16 @@ def test_vocab_size_comes_from_the_config_not_the_weight_shape(policy):
     finally:
         backbone.lm_head.weight = saved
     assert model.config.vocab_size == backbone.config.vocab_size == policy.model.config.vocab_size
+
+
+def test_embedding_rows_come_from_the_config_not_a_partitioned_weight():
+    from types import SimpleNamespace
+
+    from agents.hf.denoiser import embedding_rows
+
+    embedding = torch.nn.Embedding(301, 4)
+    embedding.weight = torch.nn.Parameter(torch.empty(0))  # what DeepSpeed ZeRO-3 leaves on a partitioned parameter
+    model = SimpleNamespace(config=SimpleNamespace(vocab_size=301), get_input_embeddings=lambda: embedding)
+    assert embedding_rows(model) == 301
+    model.config = SimpleNamespace()  # no vocab_size: the embedding's own row count
+    assert embedding_rows(model) == 301

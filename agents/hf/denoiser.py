@@ -35,7 +35,14 @@ from agents.diffusion.rows import NEG_LOGIT
 from agents.diffusion.tokenizer import SpecialIds
 from agents.hf.kv import additive_mask, cache_kwarg, stack_cache, window_cache
 
-__all__ = ["DenoiserConfig", "HFDenoiserBase", "config_vocab_size", "keys_and_positions", "text_special_ids"]
+__all__ = [
+    "DenoiserConfig",
+    "HFDenoiserBase",
+    "config_vocab_size",
+    "embedding_rows",
+    "keys_and_positions",
+    "text_special_ids",
+]
 
 
 @dataclass
@@ -64,6 +71,13 @@ def config_vocab_size(config: Any, fallback: int) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return int(fallback)
+
+
+def embedding_rows(model: Any) -> int:
+    """Rows of ``model``'s input embedding from ``config.vocab_size`` (else the embedding's ``num_embeddings``), never
+    from a weight's shape, which is 0 for a parameter partitioned by DeepSpeed ZeRO-3."""
+    embedding = model.get_input_embeddings()
+    return config_vocab_size(getattr(model, "config", None), int(getattr(embedding, "num_embeddings", 0)))
 
 
 def keys_and_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

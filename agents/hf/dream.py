@@ -75,7 +75,9 @@ def write_dream_config(backbone: nn.Module, raw: dict[str, Any], path: str | Pat
     with the saved vocabulary size and dtype (``dtype``, else the backbone's)."""
     base = backbone.get_base_model() if callable(getattr(backbone, "get_base_model", None)) else backbone  # peft
     out = dict(raw)
-    out["vocab_size"] = int(base.get_input_embeddings().weight.shape[0])
+    from agents.hf.denoiser import embedding_rows
+
+    out["vocab_size"] = embedding_rows(base)  # config.vocab_size: a ZeRO-3 weight has shape 0
     dtype_key = "dtype" if "dtype" in raw and "torch_dtype" not in raw else "torch_dtype"
     out[dtype_key] = str(dtype or next(base.parameters()).dtype).removeprefix("torch.")
     (Path(path) / "config.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")

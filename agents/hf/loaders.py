@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from agents.hf.attention import bidirectional_attn_implementation
+from agents.hf.denoiser import embedding_rows
 from agents.hf.dream import is_dream, load_dream
 from agents.hf.llada import LLaDAModelLM, is_llada
 from agents.hf.remote_code import check_remote_code
@@ -123,7 +124,7 @@ def load_a2d(src: Source) -> Loaded:
     if mask is None:
         tokenizer.add_special_tokens({"mask_token": ADDED_MASK})
         mask = tokenizer.mask_token_id
-    if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
+    if len(tokenizer) > embedding_rows(backbone):  # config.vocab_size (a ZeRO-3 weight has shape 0)
         with torch.random.fork_rng(devices=[]):  # the new mask row's random init: fixed by seed (train == eval)
             torch.manual_seed(src.seed)
             backbone.resize_token_embeddings(len(tokenizer))

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from agents.diffusion.policy import POLICY_CONFIG, DecodingConfig, read_policy_meta
-from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size
+from agents.hf.denoiser import DenoiserConfig, HFDenoiserBase, config_vocab_size, embedding_rows
 from agents.hf.llada_v import is_llada_v
 from agents.hf.loaders import ADDED_MASK, hf_folder, mask_id_of
 from agents.hf.policy import HFDiffusionPolicy
@@ -191,7 +191,7 @@ class HFVLMDiffusionPolicy(HFDiffusionPolicy):
         if mask is None:
             tokenizer.add_special_tokens({"mask_token": ADDED_MASK})
             mask = tokenizer.mask_token_id
-        if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
+        if len(tokenizer) > embedding_rows(backbone):
             backbone.resize_token_embeddings(len(tokenizer))
         probe = HFVLMDenoiser(backbone, mask, image_id, len(tokenizer), 0, 1)
         pixels = _pixel_values([np.zeros((32, 32, 3), np.uint8)], image_processor, size)
