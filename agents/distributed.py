@@ -47,6 +47,7 @@ __all__ = [
     "run_info",
     "shard_on_cpu",
     "sharded",
+    "split_launch_error",
     "zero_stage",
 ]
 
@@ -112,6 +113,22 @@ def ignored_launch_warning(accelerator: Any, environ: Mapping[str, str] | None =
         return ("the accelerate config asks for FSDP1 but accelerate runs this CPU launch as plain DDP (MULTI_CPU); "
                 "the trainer shards CPU runs only with fsdp_version: 2 (configs/accelerate/fsdp2_cpu.yaml)")  # fmt: skip
     return None
+
+
+def split_launch_error(world_size: int, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why this run must not start when the launcher started ``WORLD_SIZE`` > 1 processes that accelerate runs as
+    independent single processes (an FSDP/DeepSpeed config on a host without GPU and without ``ACCELERATE_USE_CPU=1``)."""
+    env = os.environ if environ is None else environ
+    try:
+        launched = int(env.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return None
+    if world_size > 1 or launched <= 1:
+        return None
+    return (f"the launcher started {launched} processes (WORLD_SIZE={launched}) but accelerate runs this one alone "
+            "(num_processes 1), so each would train its own copy into the same output_dir; on a host without GPU set "
+            "ACCELERATE_USE_CPU=1 (e.g. ACCELERATE_USE_CPU=1 accelerate launch --config_file "
+            "configs/accelerate/fsdp2_cpu.yaml ...)")  # fmt: skip
 
 
 def shard_on_cpu(accelerator: Any, model: torch.nn.Module, environ: Mapping[str, str] | None = None) -> str | None:

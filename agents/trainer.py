@@ -28,7 +28,8 @@ One step, top to bottom (:meth:`Trainer.train`):
    ``entropy``, ``clip_ratio``, ``learning_rate``; plus ``step``, ``reward/<task>``,
    ``accuracy/<task>``, ``frac_reward_zero_std/after_forcing``, ``forced_frac``,
    ``forcing_trigger_frac``, ``loss``, ``loss/pg``, ``loss/sft``, ``loss/kl``, ``nll/text``,
-   ``nll/image``, ``grad_norm``, ``tokens_per_s`` (response positions of the step's rows /
+   ``nll/image``, ``grad_norm``, ``forwards/<phase>`` (this step's model forwards per phase,
+   :mod:`agents.collectives`), ``tokens_per_s`` (response positions of the step's rows /
    step seconds, all processes), ``time`` (seconds since the run began)); held-out greedy
    evaluation (``eval/reward/<task>``, ``eval/accuracy/<task>``) at step 0, every
    ``eval_every`` steps and at the end (none when ``eval_episodes`` is 0); checkpoints every ``save_every`` steps and at the end.
@@ -82,6 +83,7 @@ from agents.distributed import (
     run_info,
     shard_on_cpu,
     single_process_launch_warning,
+    split_launch_error,
 )
 from agents.sharded_state import gathered_parameters
 from agents.optim_step import clear_gradients, finish_step, micro_backward
@@ -139,6 +141,9 @@ class Trainer:
         launch_warning = single_process_launch_warning(acc.num_processes)
         if launch_warning and acc.is_main_process:
             logger.warning(launch_warning)
+        split = split_launch_error(acc.num_processes)
+        if split:
+            raise RuntimeError(split)
         set_seed(c.seed)
         self.policy = policy if policy is not None else build_policy(c)
         configure_policy(self.policy, c)  # LoRA / gradient checkpointing of HF backbones
@@ -231,7 +236,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc="lavida train", disable=not acc.is_main_process)
         self.model.train()
         while self.step < self.total_steps and (stop_at is None or self.step < stop_at):
-            started = time.time()
+            started, before = time.time(), dict(self.forwards.counts)
             sft_step = self.is_sft_step(self.step)
             with synced(acc.num_processes, acc.device):  # decoding loops keep the ranks in step
                 # 1-3. sample problems -> rollouts scored by the envs -> advantages (+ SFT rows)
@@ -245,6 +250,7 @@ class Trainer:
             metrics.update(self._optimizer_step(finite))
             self.step += 1
             # 6. log, evaluate, checkpoint
+            metrics.update({f"forwards/{k}": float(n - before.get(k, 0)) for k, n in self.forwards.counts.items()})
             metrics = _mean_over_ranks(gather_object([metrics]))
             metrics.update(step=self.step, time=time.time() - begin, cpu_time=time.process_time() - cpu_begin,
                            tokens_per_s=metrics.pop("tokens", 0.0) * acc.num_processes / max(time.time() - started, 1e-9))  # fmt: skip

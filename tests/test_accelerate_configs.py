@@ -86,3 +86,36 @@ def test_zero3_reference_is_loaded_again_not_deep_copied():
         assert loads == [1]  # the rebuild ran (frozen, eval) before the engine was asked for
     else:
         pytest.skip("deepspeed is installed: the engine path needs GPUs")
+
+
+def _cpu_accelerator(kind=DistributedType.MULTI_CPU, processes=2):
+    return SimpleNamespace(distributed_type=kind, num_processes=processes, state=SimpleNamespace())
+
+
+def test_a_sharding_config_that_accelerate_runs_as_cpu_ddp_is_named():
+    from agents.distributed import cpu_fsdp_requested, ignored_launch_warning
+
+    fsdp2 = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+    assert cpu_fsdp_requested(_cpu_accelerator(), fsdp2) and ignored_launch_warning(_cpu_accelerator(), fsdp2) is None
+    assert not cpu_fsdp_requested(_cpu_accelerator(DistributedType.FSDP), fsdp2)  # accelerate shards it itself
+    fsdp1 = ignored_launch_warning(_cpu_accelerator(), {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"})
+    assert "FSDP1" in fsdp1 and "fsdp_version: 2" in fsdp1
+    zero3 = ignored_launch_warning(_cpu_accelerator(), {"ACCELERATE_USE_DEEPSPEED": "true"})
+    assert "DeepSpeed" in zero3 and "plain DDP" in zero3
+    assert ignored_launch_warning(_cpu_accelerator(DistributedType.MULTI_GPU), {"ACCELERATE_USE_DEEPSPEED": "true"}) is None
+
+
+def test_processes_that_each_run_alone_are_refused():
+    from agents.distributed import split_launch_error
+
+    message = split_launch_error(1, {"WORLD_SIZE": "2"})
+    assert "WORLD_SIZE=2" in message and "ACCELERATE_USE_CPU=1" in message
+    assert split_launch_error(2, {"WORLD_SIZE": "2"}) is None and split_launch_error(1, {}) is None
+
+
+def test_fsdp_accumulation_reduces_every_micro_batch():
+    from agents.distributed import accumulation_plugin
+
+    assert accumulation_plugin(2, {"ACCELERATE_USE_FSDP": "true"}).sync_each_batch is True
+    plain = accumulation_plugin(4, {})
+    assert plain.num_steps == 4 and plain.sync_each_batch is False and plain.sync_with_dataloader is False

@@ -72,6 +72,9 @@ def test_every_rank_makes_the_same_forwards_per_phase(runs):
         first, second = reports[0][name]["forwards"], reports[1][name]["forwards"]
         assert first == second, f"{name}: rank 0 {first} != rank 1 {second}"
         assert {"rollout", "likelihood", "reference", "eval"} <= set(first) and min(first.values()) > 0
+    rows = {r["step"]: r for r in MetricsLog.read(str(runs[1] / "fsdp" / "metrics.jsonl"))}  # this step's forwards
+    assert rows[1]["forwards/likelihood"] > 0 and rows[1].get("forwards/rollout", 0.0) == 0.0  # the SFT step
+    assert all(rows[s]["forwards/rollout"] > 0 and rows[s]["forwards/reference"] > 0 for s in (2, 3, 4))
 
 
 def test_fsdp2_trains_the_same_weights_as_ddp(runs):
