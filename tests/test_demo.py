@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,11 @@ def test_demo_pipeline_writes_every_row_the_board_and_the_curves(tmp_path, monke
     monkeypatch.setattr(demo, "_config", lambda name, **kw: real(name, **{**kw, **TINY}))
     out = tmp_path / "demo"
     argv = ["--out", str(out), "--sft-steps", "2", "--sft-schedule", "4", "--rl-steps", "1", "--more-sft-steps", "2",
-            "--episodes", "2", "--curve-episodes", "1", "--sft-eval-every", "1", "--rl-eval-every", "1", "--threads", "1"]  # fmt: skip
+            "--episodes", "2", "--curve-episodes", "1", "--sft-eval-every", "1", "--rl-eval-every", "1", "--threads", "1",
+            "--jobs", "2"]  # fmt: skip
     assert demo.main(argv) == 0, capsys.readouterr()
+    ar_log = (out / "logs" / "ar_track.log").read_text()  # the AR track ran in the second process
+    assert "=== AR SFT start" in ar_log and "=== AR GRPO+KL" in ar_log and "=== lavida-r1" not in ar_log
     budget = demo.budget_of(demo._parse(argv))
     board = (out / "leaderboard.md").read_text()
     for name in demo.board_policies(out, budget):
@@ -68,7 +72,7 @@ def test_demo_pipeline_writes_every_row_the_board_and_the_curves(tmp_path, monke
         assert Image.open(out / name if name.endswith(".png") else out / "leaderboard.png").size[0] > 100
     assert (out / "leaderboard.csv").read_text().count("\n") == 1 + len(demo.board_policies(out, budget))
     record = json.loads((out / "demo_timings.json").read_text())
-    assert record["budget"]["more_sft_steps"] == 2 and record["threads"]["threads"] == 1
+    assert record["budget"]["more_sft_steps"] == 2 and record["threads"]["threads"] == 1 and record["jobs"] == 2
     trained = [name for name, _ in demo.training_stages(out, budget, 0)]
     for name in trained:  # every training stage: wall, process CPU, and CPU without its curve evaluations
         row = record["stages"][name]
@@ -126,3 +130,13 @@ def test_ablation_table_writes_a_bar_chart_of_each_preset(tmp_path):
     write_table(tmp_path, ["demo", "d1"], [0, 1])
     image = Image.open(tmp_path / "ablation.png")
     assert image.size[0] == 880 and image.size[1] > 100
+
+
+def test_jobs_default_to_the_tracks_the_cores_hold():
+    on_linux = sys.platform == "linux"
+    assert demo.default_jobs(None, {"threads": 1, "cores": 2}) == (2 if on_linux else 1)
+    assert demo.default_jobs(None, {"threads": 2, "cores": 2}) == 1
+    assert demo.default_jobs(5, {"threads": 1, "cores": 1}) == (2 if on_linux else 1)  # at most one per track
+    assert demo.default_jobs(1, {"threads": 1, "cores": 16}) == 1
+    assert [i for track in demo.TRACKS for i in track] == list(range(len(demo.RUNS)))
+    assert [demo.RUNS[i] for i in demo.TRACKS[1]] == ["ar_sft_start", "ar_grpo"]
