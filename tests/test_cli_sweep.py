@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pytest
 
 from evaluation import cli, throughput
@@ -117,9 +118,19 @@ def names_of(action: argparse.Action) -> list[str]:
 
 @pytest.fixture
 def base(tmp_path, monkeypatch):
-    """BASE_ARGS with {tmp} filled in, run from a scratch working directory."""
+    """BASE_ARGS with {tmp} filled in, run from a scratch working directory; torch threads and
+    $OMP_NUM_THREADS / $MKL_NUM_THREADS (set by the commands' thread defaults) restored after."""
+    import torch
+
     monkeypatch.chdir(tmp_path)
-    return {c: [a.replace("{tmp}", str(tmp_path)) for a in args] for c, args in BASE_ARGS.items()}
+    threads, env = torch.get_num_threads(), {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    yield {c: [a.replace("{tmp}", str(tmp_path)) for a in args] for c, args in BASE_ARGS.items()}
+    torch.set_num_threads(threads)
+    for var, value in env.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
 
 
 def test_every_command_has_base_args_and_parse_args():
