@@ -28,7 +28,7 @@ One step, top to bottom (:meth:`Trainer.train`):
    ``entropy``, ``clip_ratio``, ``learning_rate``; plus ``step``, ``reward/<task>``,
    ``accuracy/<task>``, ``frac_reward_zero_std/after_forcing``, ``forced_frac``,
    ``forcing_trigger_frac``, ``loss``, ``loss/pg``, ``loss/sft``, ``loss/kl``, ``nll/text``,
-   ``nll/image``, ``grad_norm``, ``forwards/<phase>`` (this step's model forwards per phase,
+   ``nll/image``, ``grad_norm``, ``forwards/<phase>`` (this step's model forwards per phase that ran,
    :mod:`agents.collectives`), ``tokens_per_s`` (response positions of the step's rows /
    step seconds, all processes), ``time`` (seconds since the run began)); held-out greedy
    evaluation (``eval/reward/<task>``, ``eval/accuracy/<task>``) at step 0, every
@@ -250,7 +250,9 @@ class Trainer:
             metrics.update(self._optimizer_step(finite))
             self.step += 1
             # 6. log, evaluate, checkpoint
-            metrics.update({f"forwards/{k}": float(n - before.get(k, 0)) for k, n in self.forwards.counts.items()})
+            # phases with forwards this step only: a phase's 0 would depend on what the process ran before (resume)
+            metrics.update({f"forwards/{k}": float(n - before.get(k, 0)) for k, n in self.forwards.counts.items()
+                            if n > before.get(k, 0)})  # fmt: skip
             metrics = _mean_over_ranks(gather_object([metrics]))
             metrics.update(step=self.step, time=time.time() - begin, cpu_time=time.process_time() - cpu_begin,
                            tokens_per_s=metrics.pop("tokens", 0.0) * acc.num_processes / max(time.time() - started, 1e-9))  # fmt: skip
