@@ -66,3 +66,29 @@ def test_sft_rows_carry_the_teachers_answers_and_the_config_names_bad_values(tmp
         load_config(os.path.join(os.path.dirname(__file__), "fixtures", "trainer", "tiny.yaml"), sft_teacher_error=2.0)
     with pytest.raises(ValueError, match="needs tasks visual_math only at SFT level 1 or 2"):
         tiny_config(tmp_path, sft_teacher_error=0.3, tasks={"visual_math": 1.0}, difficulty="3")
+
+
+class _Lookup:
+    """A stand-in policy that answers each held-out problem with its reference, through the teacher at ``error``."""
+
+    def __init__(self, error: float) -> None:
+        env = gym.make("LaViDa/VisualMath-v0", split="test", difficulty=1, image_size=64)
+        self.error, self.solutions = error, {}
+        for index in range(40):
+            obs, info = env.reset(options={"index": index})
+            self.solutions[obs["image"].tobytes()] = info["solution"]
+
+    def act(self, observations, n):
+        return [[teacher_solution(self.solutions[o["image"].tobytes()], self.error)] for o in observations]
+
+
+def test_teacher_split_separates_copying_the_teacher_from_being_right():
+    from evaluation.teacher_split import split_accuracy
+
+    copier = split_accuracy(_Lookup(0.3), 0.3, 40)
+    assert copier["teacher_wrong"] + copier["teacher_right"] == 40 and copier["teacher_wrong"] > 5
+    assert (copier["acc_where_teacher_right"], copier["acc_where_teacher_wrong"]) == (1.0, 0.0)
+    assert copier["copies_teacher_where_wrong"] == 1.0
+    gold = split_accuracy(_Lookup(0.0), 0.3, 40)
+    assert gold["teacher_wrong"] == copier["teacher_wrong"]
+    assert (gold["acc_where_teacher_wrong"], gold["copies_teacher_where_wrong"]) == (1.0, 0.0)
