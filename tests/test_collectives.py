@@ -129,3 +129,28 @@ def test_a_non_finite_gradient_skips_the_engine_step_and_clears_every_gradient()
     assert engine.steps == 0 and engine.lr_scheduler.steps == 1  # no update; the schedule still follows the step
     assert all(p.grad is None for p in engine.module.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, engine.module.parameters()))
+
+
+class RecordingPolicy:
+    """Answers every observation with the same text and records how many observations each ``act`` call got."""
+
+    def __init__(self) -> None:
+        from agents.diffusion.policy import DecodingConfig
+
+        self.decoding, self.calls = DecodingConfig(), []
+
+    def act(self, observations, num_samples):
+        self.calls.append(len(observations))
+        return [["<answer>0</answer>"] * num_samples for _ in observations]
+
+
+def test_trainer_eval_shares_are_padded_and_the_padding_dropped():
+    from agents.config import TrainConfig
+    from agents.train_batch import evaluate, make_envs
+
+    config = TrainConfig(tasks={"visual_math": 1.0}, eval_episodes=3, image_size=32).validate()
+    envs = make_envs(config, "test")
+    policies = [RecordingPolicy(), RecordingPolicy()]
+    results = [evaluate(policies[r], envs, config, rank=r, world=2, batch_size=1) for r in (0, 1)]
+    assert [len(r["visual_math"]) for r in results] == [2, 1]  # 3 problems, each scored once
+    assert policies[0].calls == policies[1].calls == [1, 1]  # rank 1 decodes a padding problem too
