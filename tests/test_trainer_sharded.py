@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,9 +44,19 @@ def runs(tmp_path_factory):
                os.path.join(HERE, "sharded_worker.py"), "--config", CONFIG, "--output_dir", str(base / "out"),
                "--policy", f"hf-a2d:{folder}"]  # fmt: skip
     begin = time.time()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    launch = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # a hang (unequal collectives) ends here, before pytest's own timeout
+        _, stderr = launch.communicate(timeout=270)
+    except subprocess.TimeoutExpired:
+        launch.send_signal(signal.SIGTERM)  # torch's launcher stops its workers on SIGTERM (SIGKILL would orphan them)
+        try:
+            _, stderr = launch.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            launch.kill()
+            _, stderr = launch.communicate()
+        pytest.fail(f"the 2-process run did not finish in 270 s (a collective waits forever?): {stderr[-3000:]}")
     wall = time.time() - begin
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert launch.returncode == 0, stderr[-4000:]
     reports = [{r["name"]: r for r in json.loads((base / "out" / f"rank_{k}.json").read_text())} for k in (0, 1)]
     return reports, base / "out", wall
 
