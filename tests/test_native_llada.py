@@ -114,6 +114,10 @@ def test_unsupported_options_and_wrong_weight_names_are_refused(folders, tmp_pat
     save_file(weights, str(folder / "model.safetensors"))
     with pytest.raises(ValueError, match=r"missing \['model.transformer.blocks.0.q_proj.weight'\].*att_proj"):
         HFDiffusionPolicy.from_hf(folder)
+    weights["model.transformer.blocks.0.q_proj.weight"] = weights.pop("model.transformer.blocks.0.att_proj.weight")[:, :-1]
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"weight model.transformer.blocks.0.q_proj.weight has shape \(\d+, \d+\) but the config gives"):
+        HFDiffusionPolicy.from_hf(folder)
 
 
 def test_llada_window_logits_equal_the_full_forward(folders):

@@ -46,7 +46,10 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-__all__ = ["LLaDAModelLM", "is_llada", "llama_config", "load_safetensors", "published_names", "read_config"]
+__all__ = [
+    "LLaDAModelLM", "check_published", "is_llada", "llama_config", "load_safetensors", "published_names", "read_config",
+    "write_published",
+]  # fmt: skip
 
 #: the published ModelConfig defaults of the keys read here
 DEFAULTS: dict[str, Any] = {
@@ -178,6 +181,28 @@ def read_config(folder: Path, model: str) -> tuple[dict[str, Any], str]:
     return raw, where
 
 
+def check_published(folder: Path, what: str, expected: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Raise naming ``folder`` when its safetensors miss or add names of ``expected`` (name -> shape) or a shape differs."""
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{str(folder)!r}: the safetensors do not match its {what} config: missing {missing[:4]}"
+                         f"{'...' if len(missing) > 4 else ''}, unexpected {extra[:4]}{'...' if len(extra) > 4 else ''}")  # fmt: skip
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != tuple(shape):
+            raise ValueError(f"{str(folder)!r}: weight {name} has shape {tuple(tensors[name].shape)} but the config "
+                             f"gives {tuple(shape)}")  # fmt: skip
+
+
+def write_published(folder: str | Path, tensors: dict[str, torch.Tensor], raw: dict[str, Any]) -> None:
+    """``folder/model.safetensors`` (``tensors`` under their published names) and ``folder/config.json`` (``raw``)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _rebuild_meta_buffers(model: nn.Module) -> None:
     """Modules whose (non-persistent) buffers are still on the meta device (RoPE tables) built again on CPU."""
     for name, module in list(model.named_modules()):
@@ -206,19 +231,11 @@ class LLaDAModelLM(LlamaForCausalLM):
             alias = tensors.pop("model.transformer.ff_out.weight", None)
             if alias is not None:
                 tensors.setdefault("model.transformer.wte.weight", alias)
-        missing = sorted(p for p in names.values() if p not in tensors)
-        extra = sorted(set(tensors) - set(names.values()))
-        if missing or extra:
-            raise ValueError(f"{str(folder)!r}: the safetensors do not match its LLaDA config: missing {missing[:4]}"
-                             f"{'...' if len(missing) > 4 else ''}, unexpected {extra[:4]}{'...' if len(extra) > 4 else ''}")  # fmt: skip
+        check_published(folder, "LLaDA", {p: model.get_parameter(m).shape for m, p in names.items()}, tensors)
         target = _dtype(dtype) or tensors["model.transformer.wte.weight"].dtype
         state = {}
         for module_name, published in names.items():
-            tensor, shape = tensors[published], model.get_parameter(module_name).shape
-            if tuple(tensor.shape) != tuple(shape):
-                raise ValueError(f"{str(folder)!r}: weight {published} has shape {tuple(tensor.shape)} but the config "
-                                 f"gives {tuple(shape)}")  # fmt: skip
-            state[module_name] = tensor.to(target)
+            state[module_name] = tensors[published].to(target)
         model.load_state_dict(state, strict=False, assign=True)
         if config.tie_word_embeddings:
             model.lm_head.weight = model.model.embed_tokens.weight
@@ -228,19 +245,13 @@ class LLaDAModelLM(LlamaForCausalLM):
 
     def save_pretrained(self, save_directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None, **_: Any) -> None:
         """``config.json`` with the published LLaDA keys and ``model.safetensors`` under the published weight names."""
-        from safetensors.torch import save_file
-
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
         state = self.state_dict() if state_dict is None else state_dict
         names = published_names([n for n in state if n.endswith(".weight")], self.config.tie_word_embeddings)
         tensors = {published: state[name].detach().contiguous().cpu() for name, published in names.items()}
-        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
         raw = dict(getattr(self, "published_config", {}) or {})
-        dtype = next(iter(tensors.values())).dtype
-        raw["torch_dtype"] = str(dtype).removeprefix("torch.")
+        raw["torch_dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
         raw.setdefault("model_type", "llada")
-        (folder / "config.json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
+        write_published(save_directory, tensors, raw)
 
 
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
-from agents.hf.llada import _dtype, load_safetensors, read_config
+from agents.hf.llada import _dtype, check_published, load_safetensors, read_config, write_published
 
 __all__ = ["LLaDAVModel", "is_llada_v"]
 
@@ -217,15 +217,8 @@ class LLaDAVModel(LlamaForCausalLM):
         expected = dict(model.named_parameters())
         if config.tie_word_embeddings:
             expected.pop("lm_head.weight", None)
-        absent, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        if absent or extra:
-            raise ValueError(f"{str(folder)!r}: the safetensors do not match its LLaDA-V config: missing {absent[:4]}"
-                             f"{'...' if len(absent) > 4 else ''}, unexpected {extra[:4]}{'...' if len(extra) > 4 else ''}")  # fmt: skip
+        check_published(folder, "LLaDA-V", {name: param.shape for name, param in expected.items()}, tensors)
         target = _dtype(dtype) or tensors["model.embed_tokens.weight"].dtype
-        for name, param in expected.items():
-            if tuple(tensors[name].shape) != tuple(param.shape):
-                raise ValueError(f"{str(folder)!r}: weight {name} has shape {tuple(tensors[name].shape)} but the config "
-                                 f"gives {tuple(param.shape)}")  # fmt: skip
         model.load_state_dict({k: tensors[k].to(target) for k in expected}, strict=False, assign=True)
         if config.tie_word_embeddings:
             model.lm_head.weight = model.model.embed_tokens.weight
@@ -234,17 +227,12 @@ class LLaDAVModel(LlamaForCausalLM):
 
     def save_pretrained(self, save_directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None, **_: Any) -> None:
         """``config.json`` with the published LLaDA-V keys and ``model.safetensors`` under the published weight names."""
-        from safetensors.torch import save_file
-
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
         state = self.state_dict() if state_dict is None else state_dict
         skip = {"lm_head.weight"} if self.config.tie_word_embeddings else set()
         names = [n for n, _ in self.named_parameters(remove_duplicate=False) if n not in skip]
         tensors = {name: state[name].detach().contiguous().cpu() for name in names if name in state}
-        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
         raw = dict(getattr(self, "published_config", {}) or {})
         raw["torch_dtype"] = str(tensors["model.embed_tokens.weight"].dtype).removeprefix("torch.")
         raw["vocab_size"] = int(tensors["model.embed_tokens.weight"].shape[0])
         raw.setdefault("model_type", "llava_llada")
-        (folder / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_published(save_directory, tensors, raw)
