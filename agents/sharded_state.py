@@ -5,6 +5,10 @@ A model sharded with torch's ``fully_shard`` holds ``DTensor`` parameters: each 
 * :func:`gathered_parameters` -- inside the block every sharded parameter is a full plain tensor on
   every rank (collective: all ranks enter it), so ``save_pretrained`` and ``state_dict`` see the
   whole model; the shards are put back afterwards. A no-op for unsharded models.
+* :func:`gathered_for_rollouts` -- inside the block (rollouts, evaluation: no-grad forwards) the weights
+  are gathered once and kept, not re-gathered by every denoising step: FSDP2 unshards every
+  module and does not reshard after forward until the block ends; DeepSpeed ZeRO-3 runs the block
+  in ``deepspeed.zero.GatheredParameters`` (as TRL's ``unwrap_model_for_generation``). Collective.
 * :func:`load_full_state` -- a full (unsharded) state dict into a model, sharded or not
   (``torch.distributed.checkpoint.state_dict.set_model_state_dict`` for sharded ones).
 * :func:`local_optimizer_state` / :func:`restore_optimizer_state` -- an optimizer's state with
@@ -20,7 +24,14 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-__all__ = ["gathered_parameters", "is_sharded", "load_full_state", "local_optimizer_state", "restore_optimizer_state"]
+__all__ = [
+    "gathered_for_rollouts",
+    "gathered_parameters",
+    "is_sharded",
+    "load_full_state",
+    "local_optimizer_state",
+    "restore_optimizer_state",
+]
 
 
 def _dtensor_type() -> type | None:
@@ -69,6 +80,37 @@ def gathered_parameters(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for module, name, param in swaps:
             module._parameters[name] = param
+
+
+@contextmanager
+def gathered_for_rollouts(model: Any) -> Iterator[None]:
+    """Weights gathered once for the block's forwards (module docstring); nothing happens for unsharded models."""
+    if callable(getattr(model, "zero_optimization_partition_weights", None)) and model.zero_optimization_partition_weights():
+        import deepspeed  # a ZeRO-3 engine
+
+        with deepspeed.zero.GatheredParameters(list(model.module.parameters())):
+            yield
+        return
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        FSDPModule = ()  # noqa: N806
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)] if isinstance(model, torch.nn.Module) else []
+    if not modules:
+        yield
+        return
+    groups = [g for m in modules for g in m._get_fsdp_state()._fsdp_param_groups]
+    kept = [(g, g.post_forward_mesh_info) for g in groups]  # each module's reshard_after_forward, restored below
+    for group in groups:
+        group.post_forward_mesh_info = None  # no reshard after forward inside the block
+    try:
+        for module in modules:
+            module.unshard()  # one all-gather per module, in the same order on every rank
+        yield
+    finally:
+        for group, info in kept:
+            group.post_forward_mesh_info = info
+        _reshard(model)
 
 
 def load_full_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True) -> None:

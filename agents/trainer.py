@@ -85,7 +85,7 @@ from agents.distributed import (
     single_process_launch_warning,
     split_launch_error,
 )
-from agents.sharded_state import gathered_parameters
+from agents.sharded_state import gathered_for_rollouts, gathered_parameters
 from agents.optim_step import clear_gradients, finish_step, micro_backward
 from agents.train_setup import (
     PolicyLoadError,
@@ -309,7 +309,7 @@ class Trainer:
         c, rank = self.config, self.accelerator.process_index
         problems = sample_problems(c.task_weights, c.prompts_per_step, self.rngs["problems"], self.envs,
                                    task_rng=self.rngs.get("tasks"))  # fmt: skip
-        with self.forwards.phase("rollout"):
+        with self.forwards.phase("rollout"), gathered_for_rollouts(self.model):  # sharded: gathered once, not per step
             parts = collect_rollouts(self.policy, self.envs, problems, c, forcing_rng=self.rngs["forcing"],
                                      generator=self.rngs["sampling"])  # fmt: skip
         batch = TrainBatch(
@@ -413,7 +413,7 @@ class Trainer:
         acc, c = self.accelerator, self.config
         if self._test_envs is None:
             self._test_envs = make_envs(c, "test")
-        with synced(acc.num_processes, acc.device), self.forwards.phase("eval"):
+        with synced(acc.num_processes, acc.device), self.forwards.phase("eval"), gathered_for_rollouts(self.model):
             local = evaluate(self.policy, self._test_envs, c, acc.process_index, acc.num_processes)
         merged: dict[str, list] = {}
         for part in gather_object([local]):

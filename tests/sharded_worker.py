@@ -50,12 +50,29 @@ def inject_nan(trainer: Trainer, step: int, report: dict) -> None:
     trainer._loss, trainer._optimizer_step = loss, optimizer_step
 
 
+def count_all_gathers(trainer: Trainer, report: dict) -> None:
+    """Count FSDP2's parameter all-gathers per forward phase into ``report["all_gathers"]``."""
+    from torch.distributed.fsdp._fully_shard import _fsdp_param_group as groups
+
+    original = getattr(groups.foreach_all_gather, "__wrapped__", groups.foreach_all_gather)
+    report["all_gathers"] = {}
+
+    def counted(*args, **kwargs):
+        phase = trainer.forwards.current
+        report["all_gathers"][phase] = report["all_gathers"].get(phase, 0) + 1
+        return original(*args, **kwargs)
+
+    counted.__wrapped__ = original
+    groups.foreach_all_gather = counted
+
+
 def run(argv: list[str], name: str) -> dict:
     """Train one run; write ``output_dir/gathered.pt`` (main) and return this rank's report."""
     trainer = Trainer(parse_config(argv))
     report: dict = {"optimizer_steps": 0}
     if os.environ.get("LAVIDA_TEST_NAN_STEP"):
         inject_nan(trainer, int(os.environ["LAVIDA_TEST_NAN_STEP"]), report)
+    count_all_gathers(trainer, report)
     step = trainer.optimizer.step
 
     def counted_step(*args, **kwargs):

@@ -5,6 +5,8 @@ One ``accelerate launch`` of tests/sharded_worker.py (configs/accelerate/fsdp2_c
 processes: FSDP2 for 4 steps (tests/fixtures/trainer/sharded.yaml: visual_math + image_edit with tree search +
 grounding, forcing_prob 0.5, accumulation 2, regularizer kl, eval_episodes 3, checkpoints at 2 and 4), FSDP2
 resumed from its checkpoint-2, and DDP with the same config; rank 1's gradients are NaN at step 3 in all three.
+Measured with this config: FSDP2 all-gathers in rollouts 107 per-step vs 18 gathered once per batch (eval 50 vs 6),
+identical weights.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def test_every_rank_makes_the_same_forwards_per_phase(runs):
     rows = {r["step"]: r for r in MetricsLog.read(str(runs[1] / "fsdp" / "metrics.jsonl"))}  # this step's forwards
     assert rows[1]["forwards/likelihood"] > 0 and rows[1].get("forwards/rollout", 0.0) == 0.0  # the SFT step
     assert all(rows[s]["forwards/rollout"] > 0 and rows[s]["forwards/reference"] > 0 for s in (2, 3, 4))
+
+
+def test_rollouts_and_eval_gather_the_weights_once_per_batch_not_per_denoising_step(runs):
+    reports, _, _ = runs
+    gathers, forwards = reports[0]["fsdp"]["all_gathers"], reports[0]["fsdp"]["forwards"]
+    assert gathers == reports[1]["fsdp"]["all_gathers"]
+    # 3 FSDP units (2 layers + root) x 6 rollout batches (3 RL steps x accumulation 2); x 2 evaluations
+    assert gathers["rollout"] == 18 < forwards["rollout"] and gathers["eval"] == 6 < forwards["eval"]
 
 
 def test_fsdp2_trains_the_same_weights_as_ddp(runs):
