@@ -154,3 +154,50 @@ def test_trainer_eval_shares_are_padded_and_the_padding_dropped():
     results = [evaluate(policies[r], envs, config, rank=r, world=2, batch_size=1) for r in (0, 1)]
     assert [len(r["visual_math"]) for r in results] == [2, 1]  # 3 problems, each scored once
     assert policies[0].calls == policies[1].calls == [1, 1]  # rank 1 decodes a padding problem too
+
+
+class SureDenoiser:
+    """A DiffusionGemma stand-in whose every pass is certain (zero entropy): a block commits at its first step."""
+
+    config = SimpleNamespace(canvas_length=4, vocab_size=10)
+
+    def __init__(self) -> None:
+        self.decodes = 0
+
+    def encode(self, ids, att, pixel_values):
+        return None
+
+    def decode(self, canvas, context, att, sc_logits=None):
+        self.decodes += 1
+        logits = torch.full((*canvas.shape, 10), -1e4)
+        logits[..., 5] = 1e4
+        return logits
+
+    def extend(self, kv, canvas, att):
+        return kv
+
+
+class DecodesAtEveryStep:
+    """A stand-in StepSync asked before each pass: the other rank always has positions open."""
+
+    def pad(self, calls: int, working: bool) -> tuple[int, bool]:
+        return 0, True
+
+
+def _dgemma(model, monkeypatch, other):
+    import agents.hf.dgemma_sample as dgemma
+
+    monkeypatch.setattr(dgemma, "active_sync", lambda: other)
+    state = dgemma.CanvasState(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.bool),
+                               torch.zeros(1, 8, dtype=torch.long))  # fmt: skip
+    return dgemma.sample_blocks(model, torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool), None,
+                                state, steps=8, temperature=0.0, entropy_bound=1.0, cache="none", suppress=[0])  # fmt: skip
+
+
+def test_dgemma_blocks_keep_every_rank_decoding_until_all_are_done(monkeypatch):
+    alone = SureDenoiser()
+    final, nfe = _dgemma(alone, monkeypatch, None)
+    assert alone.decodes == nfe == 2  # 2 blocks of 4 steps, each done after its first pass
+    synced = SureDenoiser()
+    padded, padded_nfe = _dgemma(synced, monkeypatch, DecodesAtEveryStep())  # the other rank uses all 8 steps
+    assert synced.decodes == 8 and padded_nfe == 2 and torch.equal(padded.tokens, final.tokens)

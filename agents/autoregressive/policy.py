@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, GenerationConfig, LogitsProcessorList, PreTrainedTokenizerBase
 
+from agents.collectives import active_sync
 from agents.diffusion.codec import ImageCodec, codec_from_dict
 from agents.diffusion.layout import ResponseLayout, decode_response, task_of
 from agents.diffusion.likelihood import LikelihoodEstimate
@@ -221,9 +222,10 @@ class ARPolicy(TokenPolicy):
             max_new_tokens=steps, min_new_tokens=0 if kind == "text" else steps, do_sample=False, use_cache=True,
             eos_token_id=self.ids.eos if kind == "text" else None, pad_token_id=self.ids.eos, bos_token_id=None,
         )  # fmt: skip
-        out = self.model.generate(
-            inputs_embeds=embeds, attention_mask=attention.long(), generation_config=config, logits_processor=processors
-        )
+        out = self.model.generate(  # synced_gpus: a sharded training step keeps every rank generating until all are done
+            inputs_embeds=embeds, attention_mask=attention.long(), generation_config=config, logits_processor=processors,
+            synced_gpus=active_sync() is not None,
+        )  # fmt: skip
         return out[:, -steps:] if out.shape[1] > steps else out
 
     # ----- likelihood -----------------------------------------------------------------

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from agents.collectives import active_sync
 from agents.diffusion.rows import NEG_LOGIT
 from agents.diffusion.uniform import entropy_bound_commit
 from agents.hf.dgemma_model import DGemmaDenoiser
@@ -57,6 +59,14 @@ def _step(logits, canvas, committed, *, temperature, bound, quota, suppress, gen
 
 
 @torch.no_grad()
+def _finished(done: torch.Tensor, sync: Any) -> bool:
+    """Whether the block's steps end here: every position committed (on every rank, in a synced training step)."""
+    mine = bool(done.all())
+    if sync is None:
+        return mine
+    return not sync.pad(0, not mine)[1]
+
+
 def sample_blocks(
     model: DGemmaDenoiser,
     prompt_ids: torch.Tensor,
@@ -80,19 +90,21 @@ def sample_blocks(
     tokens, committed, record = state.tokens.clone(), state.committed.clone(), state.record.clone()
     ids, att = prompt_ids, attention.bool()
     kv = model.encode(ids, att, pixel_values) if cache != "none" else None
-    nfe = 0
+    nfe, sync = 0, active_sync()
     for b, (lo, hi) in enumerate(blocks):
         done = committed[:, lo:hi]
         canvas = torch.where(done, tokens[:, lo:hi], _noise((n, hi - lo), vocab, generator, tokens.device))
         sc = None
         for k in range(1, per_block + 1):
             step = b * per_block + k
-            if bool(done.all()):
-                break
             if step <= start_step:
                 continue
+            if _finished(done, sync):
+                break
             context = kv if kv is not None else model.encode(ids, att, pixel_values)
             logits = model.decode(canvas, context, att, sc_logits=sc)
+            if bool(done.all()):  # a dummy pass while another rank still decodes (agents.collectives)
+                continue
             nfe += 1
             left = (~done).sum(-1)
             quota = left if k == per_block else -(-left // (per_block - k + 1))
