@@ -50,10 +50,11 @@ def _any_rank(flag: bool, device: Any) -> bool:
 
 
 def _local_grads_finite(engine: Any) -> bool:
-    """Whether this rank's part of the gradients (DeepSpeed: its ZeRO partition) is finite."""
-    try:
+    """Whether this rank's part of the gradients (DeepSpeed ZeRO: its partition; stage 0: ``param.grad``) is finite."""
+    stage = getattr(engine, "zero_optimization_stage", None)
+    if callable(stage) and stage() > 0:
         from deepspeed.utils import safe_get_local_grad
-    except ImportError:  # a stand-in engine (tests): the parameters hold the gradients
+    else:  # ZeRO stage 0 (or a stand-in engine): the parameters hold the gradients
 
         def safe_get_local_grad(param: torch.Tensor) -> torch.Tensor | None:
             return param.grad
