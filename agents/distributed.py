@@ -179,7 +179,7 @@ def counted_module(model: torch.nn.Module) -> torch.nn.Module:
 def run_info(accelerator: Any, sharding: str | None, gradient_accumulation_steps: int) -> dict[str, Any]:
     """What the run really ran with: world size, accelerate's distributed type, sharding, precision, accumulation."""
     return {"world_size": int(accelerator.num_processes), "distributed_type": str(accelerator.distributed_type.value),
-            "sharding": sharding or ("zero3" if zero_stage(accelerator) == 3 else None),
+            "sharded": sharded(accelerator), "sharding": sharding or ("zero3" if zero_stage(accelerator) == 3 else None),
             "zero_stage": zero_stage(accelerator), "mixed_precision": str(accelerator.mixed_precision),
             "gradient_accumulation_steps": int(gradient_accumulation_steps),
             "device": str(accelerator.device)}  # fmt: skip

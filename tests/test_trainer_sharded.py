@@ -74,6 +74,7 @@ def test_the_run_is_sharded_and_records_what_ran(runs):
     for rank in (0, 1):
         run = reports[rank]["fsdp"]["run"]
         assert run["world_size"] == 2 and run["sharding"] == "fsdp2-cpu" and run["distributed_type"] == "MULTI_CPU"
+        assert run["sharded"] is True and reports[rank]["ddp"]["run"]["sharded"] is False
         assert run["gradient_accumulation_steps"] == 2 and run["mixed_precision"] == "no"
         assert reports[rank]["ddp"]["run"]["sharding"] is None
     assert json.loads((out / "fsdp" / "run.json").read_text())["sharding"] == "fsdp2-cpu"
