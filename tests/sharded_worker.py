@@ -52,8 +52,11 @@ def inject_nan(trainer: Trainer, step: int, report: dict) -> None:
 
 def count_all_gathers(trainer: Trainer, report: dict) -> None:
     """Count FSDP2's parameter all-gathers per forward phase into ``report["all_gathers"]``."""
-    from torch.distributed.fsdp._fully_shard import _fsdp_param_group as groups
+    from torch.distributed.fsdp._fully_shard import _fsdp_param_group as groups  # private: may move in a later torch
 
+    if not callable(getattr(groups, "foreach_all_gather", None)):
+        report["all_gathers"] = None
+        return
     original = getattr(groups.foreach_all_gather, "__wrapped__", groups.foreach_all_gather)
     report["all_gathers"] = {}
 

@@ -94,6 +94,8 @@ def test_every_rank_makes_the_same_forwards_per_phase(runs):
 def test_rollouts_and_eval_gather_the_weights_once_per_batch_not_per_denoising_step(runs):
     reports, _, _ = runs
     gathers, forwards = reports[0]["fsdp"]["all_gathers"], reports[0]["fsdp"]["forwards"]
+    if gathers is None:
+        pytest.skip("this torch has no torch.distributed.fsdp._fully_shard._fsdp_param_group.foreach_all_gather to count")
     assert gathers == reports[1]["fsdp"]["all_gathers"]
     # 3 FSDP units (2 layers + root) x 6 rollout batches (3 RL steps x accumulation 2); x 2 evaluations
     assert gathers["rollout"] == 18 < forwards["rollout"] and gathers["eval"] == 6 < forwards["eval"]
