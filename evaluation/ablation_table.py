@@ -61,6 +61,8 @@ CLAIMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("LaViDa-R1 recipe vs the d1 preset", "demo", "d1", ("after/eval/reward", "delta/eval/reward", "max_grad_norm")),
     ("RL beyond imperfect SFT references", "testbed_teacher", "testbed_teacher_sft",
      ("after/eval/reward", "delta/eval/reward", "cpu_time")),
+    ("RL on the verifier alone beyond imperfect SFT references", "testbed_teacher_rl_only", "testbed_teacher_sft",
+     ("after/eval/reward", "delta/eval/reward", "cpu_time")),
 )  # fmt: skip
 
 #: claim -> (what the paper reports, the metric that decides it, the sign of A - B the paper predicts).
@@ -88,6 +90,8 @@ VERDICTS: dict[str, tuple[str, str, int]] = {
     "RL beyond imperfect SFT references": ("RL with verifiable rewards goes beyond the SFT data (the thesis; no "
                                            "numbers): here vs continued SFT on a wrong teacher at equal CPU time",
                                            "after/eval/reward", +1),
+    "RL on the verifier alone beyond imperfect SFT references": ("as above; the RL arm without the teacher's SFT rows",
+                                                                 "after/eval/reward", +1),
 }
 
 
