@@ -131,3 +131,20 @@ def test_merge_takes_an_earlier_sweeps_runs_for_presets_not_run_here(tmp_path, c
     (tmp_path / "bad.json").write_text(json.dumps({"table": {}}))
     assert ablate.main([*argv[:-1], str(tmp_path / "bad.json")]) == 2
     assert "not an ablation.json with a 'runs' object" in capsys.readouterr().err
+
+
+def test_a_claim_takes_its_testbed_pair_where_its_own_pair_has_no_runs(tmp_path):
+    from evaluation.ablation_table import write_claims
+
+    runs = lambda *values: [{"after/eval/reward/image_edit": v, "reward": v} for v in values]  # noqa: E731
+    claims = write_claims(tmp_path / "c.md", {"testbed_edit": runs(0.5, 0.6, 0.7),
+                                              "testbed_edit_no_tree": runs(0.1, 0.2, 0.15)}).read_text()  # fmt: skip
+    assert "| Tree search helps editing at equal model calls | ImgEdit 3.90 with tree search vs 3.84-3.85 without | " \
+           "after/eval/reward/image_edit | +0.450 [" in claims and "] | reproduced |" in claims
+    assert "| after/eval/reward/image_edit | testbed_edit: 0.600 ± 0.248 | testbed_edit_no_tree: 0.150 ±" in claims
+    assert ("– (demo or ablate_single_task_visual_math, or testbed_mix or testbed_mix_visual_math not run) "
+            "| not measurable here |") in claims  # neither pair of that claim ran: both named
+    both = write_claims(tmp_path / "d.md", {"testbed_edit": runs(0.5, 0.6, 0.7), "testbed_edit_no_tree": runs(0.1, 0.2, 0.15),
+                                            "ablate_single_task_image_edit": runs(0.1, 0.1, 0.2),
+                                            "ablate_single_task_image_edit_no_tree": runs(0.3, 0.4, 0.35)}).read_text()
+    assert "ablate_single_task_image_edit: 0.133" in both and "testbed_edit: " not in both  # its own pair first
