@@ -71,6 +71,7 @@ CLAIMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 TESTBED_PAIRS: dict[str, tuple[str, str]] = {
     "Tree search helps editing at equal model calls": ("testbed_edit", "testbed_edit_no_tree"),
     "Multi-task RL vs visual math alone": ("testbed_mix", "testbed_mix_visual_math"),
+    "Multi-task RL vs grounding alone": ("testbed_mix", "testbed_mix_grounding"),
 }
 
 #: claim -> (what the paper reports, the metric that decides it, the sign of A - B the paper predicts).
