@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the stages' own
     began = time.perf_counter()
-    timings = run_training(out, budget, args.seed, default_jobs(args.jobs, threads))
+    jobs = default_jobs(args.jobs, threads)
+    timings = run_training(out, budget, args.seed, jobs)
     from evaluation import evaluate, leaderboard, plot
 
     eval_dirs = []
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         timings[name] = run_stage(name, fn, out)
     total = time.perf_counter() - began
     record = {"budget": dataclasses.asdict(budget), "seed": args.seed, "threads": threads,
-              "jobs": default_jobs(args.jobs, threads), "total_wall_s": round(total, 1), "stages": timings}  # fmt: skip
+              "jobs": jobs, "total_wall_s": round(total, 1), "stages": timings}  # fmt: skip
     (out / "demo_timings.json").write_text(json.dumps(record, indent=2))
     print("\n" + board.read_text())
     print(f"Wrote {board}, {board.with_suffix('.csv')}, {board.with_suffix('.png')}, {curves} "
